@@ -1,0 +1,335 @@
+"""Generate schemas/: the JSON schemas kubeconform validates the rendered manifests against.
+
+Everything is read from local copies, so no schema is ever fetched while validating:
+
+* core kinds from the kubernetes-validate package in the venv (its -local-strict schemas), with
+  the definitions each kind needs copied into the file and every `$ref` made local;
+* custom resources from the CRD YAMLs inside Go modules at the versions of tools/versions.env,
+  downloaded with `go mod download` (module cache or the Go module proxy).
+
+The layout is the one kubeconform expects for SCHEMA_LOCATION below. Objects reject unknown fields
+(strict); descriptions are dropped to keep the files small. The output is deterministic and
+replaces schemas/ whole. Usage: scripts/schemas.py [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import importlib.metadata
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from versions import KUBE_VERSION, PINS, ROOT  # noqa: E402
+
+SCHEMAS = ROOT / "schemas"
+SUBDIR = f"v{KUBE_VERSION}-standalone-strict"
+SCHEMA_LOCATION = (
+    "schemas/{{.NormalizedKubernetesVersion}}-standalone-strict/{{.ResourceKind}}{{.KindSuffix}}.json"
+)
+
+# (kind, apiVersion) of the core kinds to vendor from kubernetes-validate.
+CORE_KINDS: tuple[tuple[str, str], ...] = (
+    ("ConfigMap", "v1"),
+    ("CronJob", "batch/v1"),
+    ("Deployment", "apps/v1"),
+    ("Job", "batch/v1"),
+    ("Namespace", "v1"),
+    ("NetworkPolicy", "networking.k8s.io/v1"),
+    ("PersistentVolumeClaim", "v1"),
+    ("Pod", "v1"),
+    ("Secret", "v1"),
+    ("Service", "v1"),
+    ("ServiceAccount", "v1"),
+)
+
+
+@dataclass(frozen=True)
+class Crd:
+    pin_key: str  # key of tools/versions.env holding the module version
+    module: str  # Go module that ships the CRD
+    file: str  # path of the CRD YAML inside the module
+    kinds: tuple[str, ...]  # kinds to take from that file
+    versions: tuple[str, ...] = ()  # API versions to take; empty: every served version
+
+
+# One line per CRD file. Not available: github.com/fluxcd/helm-controller (HelmRelease), which the
+# Go module proxy refuses (403); its /api submodule ships no CRD YAML.
+CRDS: tuple[Crd, ...] = (
+    Crd("CNPG_VERSION", "github.com/cloudnative-pg/cloudnative-pg", "config/crd/bases/postgresql.cnpg.io_clusters.yaml", ("Cluster",)),
+    Crd("CNPG_VERSION", "github.com/cloudnative-pg/cloudnative-pg", "config/crd/bases/postgresql.cnpg.io_scheduledbackups.yaml", ("ScheduledBackup",)),
+    Crd("EXTERNAL_SECRETS_VERSION", "github.com/external-secrets/external-secrets", "config/crds/bases/external-secrets.io_externalsecrets.yaml", ("ExternalSecret",), ("v1",)),
+    Crd("GATEWAY_API_VERSION", "sigs.k8s.io/gateway-api", "config/crd/standard/gateway.networking.k8s.io_httproutes.yaml", ("HTTPRoute",), ("v1",)),
+)  # fmt: skip
+
+CORE_DRAFT = "https://json-schema.org/draft/2020-12/schema"  # kubernetes-validate's own draft
+CRD_DRAFT = "http://json-schema.org/draft-04/schema#"  # OpenAPI v3.0 schemas are draft-4 style
+DEFS_PREFIX = "#/$defs/"
+SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions")
+SCHEMA_SINGLES = ("additionalProperties", "items", "not")
+SCHEMA_LISTS = ("allOf", "anyOf", "oneOf", "items")
+
+Schema = dict[str, Any]
+
+
+def subschemas(schema: Schema) -> Iterator[Schema]:
+    """The schemas directly nested in a schema (not property names, enums or defaults)."""
+    for key in SCHEMA_MAPS:
+        yield from (value for value in schema.get(key, {}).values() if isinstance(value, dict))
+    for key in SCHEMA_SINGLES:
+        if isinstance(schema.get(key), dict):
+            yield schema[key]
+    for key in SCHEMA_LISTS:
+        if isinstance(schema.get(key), list):
+            yield from (value for value in schema[key] if isinstance(value, dict))
+
+
+def walk(schema: Schema) -> Iterator[Schema]:
+    """A schema and every schema nested in it, parents first."""
+    yield schema
+    for child in subschemas(schema):
+        yield from walk(child)
+
+
+def drop_descriptions(schema: Schema) -> None:
+    """Descriptions do not take part in validation and are more than half of the bytes."""
+    for node in walk(schema):
+        node.pop("description", None)
+
+
+def make_strict(schema: Schema) -> None:
+    """Reject unknown fields in every object that lists its properties and does not opt out."""
+    for node in walk(schema):
+        if (
+            "properties" in node
+            and "additionalProperties" not in node
+            and not node.get("x-kubernetes-preserve-unknown-fields")
+        ):
+            node["additionalProperties"] = False
+
+
+def kind_suffix(api_version: str) -> str:
+    """kubeconform's {{.KindSuffix}}: -<first label of the group>[-<version>] (pkg/registry)."""
+    group, _, version = api_version.rpartition("/")
+    first = (group or version).split(".")[0]
+    return f"-{first}-{version}".lower() if group else f"-{first}".lower()
+
+
+def file_name(kind: str, api_version: str) -> str:
+    return f"{kind.lower()}{kind_suffix(api_version)}.json"
+
+
+def dump(schema: Schema) -> bytes:
+    return (json.dumps(schema, indent=2, sort_keys=True) + "\n").encode()
+
+
+# --- core kinds ---------------------------------------------------------------------------------
+
+
+def kubernetes_validate_dir() -> Path:
+    spec = importlib.util.find_spec("kubernetes_validate")
+    if spec is None or spec.origin is None:
+        raise SystemExit("kubernetes-validate is not installed; run from the repository's venv")
+    directory = Path(spec.origin).parent / "kubernetes-json-schema" / f"v{KUBE_VERSION}-local-strict"
+    if not directory.is_dir():
+        raise SystemExit(f"{directory} is missing: does kubernetes-validate support {KUBE_VERSION}?")
+    return directory
+
+
+def local_ref(ref: str) -> str:
+    """`/api/_definitions.json#/$defs/X` or `#/$defs/X` -> `#/$defs/X`."""
+    _, sep, pointer = ref.partition("#")
+    target = "#" + pointer
+    if not sep or not target.startswith(DEFS_PREFIX) or "/" in target[len(DEFS_PREFIX) :]:
+        raise SystemExit(f"unexpected $ref {ref!r}")
+    return target
+
+
+def core_schema(source: Path, definitions: dict[str, Schema], kind: str, api_version: str) -> Schema:
+    schema: Schema = json.loads(source.read_text())
+    group, _, version = api_version.rpartition("/")
+    gvk = {"group": group, "kind": kind, "version": version}
+    if gvk not in schema.get("x-kubernetes-group-version-kind", []):
+        raise SystemExit(f"{source.name} is not the schema of {kind} {api_version}")
+    schema.pop("$id", None)
+    schema["$schema"] = CORE_DRAFT
+    needed: dict[str, Schema] = {}
+    pending = [schema]
+    while pending:
+        for node in walk(pending.pop()):
+            if "$ref" not in node:
+                continue
+            node["$ref"] = local_ref(node["$ref"])
+            name = node["$ref"][len(DEFS_PREFIX) :]
+            if name not in needed:
+                needed[name] = copy.deepcopy(definitions[name])
+                pending.append(needed[name])
+    schema["$defs"] = needed
+    make_strict(schema)
+    drop_descriptions(schema)
+    return schema
+
+
+def core_schemas() -> tuple[dict[str, bytes], str]:
+    directory = kubernetes_validate_dir()
+    definitions: dict[str, Schema] = json.loads((directory / "_definitions.json").read_text())["$defs"]
+    files = {}
+    for kind, api_version in CORE_KINDS:
+        name = file_name(kind, api_version)
+        files[name] = dump(core_schema(directory / name, definitions, kind, api_version))
+    version = importlib.metadata.version("kubernetes-validate")
+    return files, f"kubernetes-validate {version} (PyPI), its v{KUBE_VERSION}-local-strict schemas"
+
+
+# --- custom resources ---------------------------------------------------------------------------
+
+
+def module_dir(module: str, version: str) -> Path:
+    """The unpacked module, from the module cache or downloaded through the Go module proxy."""
+    with tempfile.TemporaryDirectory() as outside_any_module:
+        result = subprocess.run(
+            ["go", "mod", "download", "-json", f"{module}@{version}"],
+            capture_output=True, text=True, cwd=outside_any_module, check=False,
+        )  # fmt: skip
+    try:
+        info = json.loads(result.stdout)
+    except json.JSONDecodeError:
+        raise SystemExit(f"go mod download {module}@{version} failed: {result.stderr.strip()}") from None
+    if "Error" in info or "Dir" not in info:
+        raise SystemExit(f"go mod download {module}@{version}: {info.get('Error', result.stderr.strip())}")
+    return Path(info["Dir"])
+
+
+def convert_node(node: Schema) -> None:
+    """OpenAPI v3 / Kubernetes extensions -> plain JSON schema, for one node."""
+    if node.get("x-kubernetes-int-or-string"):
+        node.pop("type", None)
+        if node.get("anyOf") == [{"type": "integer"}, {"type": "string"}]:
+            del node["anyOf"]
+        node["oneOf"] = [{"type": "string"}, {"type": "integer"}]
+        if node.get("nullable"):
+            node["oneOf"].append({"type": "null"})
+    elif node.get("nullable") and isinstance(node.get("type"), str):
+        node["type"] = [node["type"], "null"]
+
+
+def crd_schema(crd: Schema, version: Schema) -> Schema:
+    names = crd["spec"]["names"]
+    schema: Schema = copy.deepcopy(version["schema"]["openAPIV3Schema"])
+    for node in list(walk(schema)):
+        convert_node(node)
+    properties = schema.setdefault("properties", {})
+    properties.setdefault("apiVersion", {"type": "string"})
+    properties.setdefault("kind", {"type": "string"})
+    properties.setdefault("metadata", {"type": "object"})
+    make_strict(schema)
+    drop_descriptions(schema)
+    schema["$schema"] = CRD_DRAFT
+    schema["x-kubernetes-group-version-kind"] = [
+        {"group": crd["spec"]["group"], "kind": names["kind"], "version": version["name"]}
+    ]
+    return schema
+
+
+def crd_schemas(source: Crd) -> tuple[dict[str, bytes], str]:
+    version = PINS[source.pin_key]
+    path = module_dir(source.module, version) / source.file
+    files = {}
+    for crd in yaml.safe_load_all(path.read_text()):
+        if not crd or crd.get("kind") != "CustomResourceDefinition":
+            continue
+        kind = crd["spec"]["names"]["kind"]
+        if kind not in source.kinds:
+            continue
+        served = [v for v in crd["spec"]["versions"] if v.get("served")]
+        for wanted in source.versions:
+            if wanted not in {v["name"] for v in served}:
+                raise SystemExit(f"{source.file}: {kind} {wanted} is not a served version")
+        for api_version in served:
+            if source.versions and api_version["name"] not in source.versions:
+                continue
+            name = file_name(kind, f"{crd['spec']['group']}/{api_version['name']}")
+            files[name] = dump(crd_schema(crd, api_version))
+    if not files:
+        raise SystemExit(f"{source.module}@{version}/{source.file}: none of {source.kinds} found")
+    return files, f"{source.module} {version} (Go module), {source.file}"
+
+
+# --- output -------------------------------------------------------------------------------------
+
+
+def readme(sources: list[str]) -> bytes:
+    lines = [
+        "# schemas",
+        "",
+        "JSON schemas kubeconform validates the rendered manifests against, offline, with",
+        f"`-schema-location '{SCHEMA_LOCATION}'`.",
+        "Generated by `make schemas` (scripts/schemas.py): do not edit by hand; change the pins in",
+        "tools/versions.env or the lists in the script and regenerate. Sources:",
+        "",
+        *(f"- {source}" for source in sources),
+    ]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def generate(out: Path) -> dict[str, bytes]:
+    """Write every schema and the README into the new directory `out`; return what was written."""
+    files, source = core_schemas()
+    sources = [source]
+    for crd in CRDS:
+        more, source = crd_schemas(crd)
+        if clash := files.keys() & more.keys():
+            raise SystemExit(f"two sources for {sorted(clash)}")
+        files.update(more)
+        sources.append(source)
+    written = {f"{SUBDIR}/{name}": data for name, data in sorted(files.items())}
+    written["README.md"] = readme(sources)
+    for relative, data in written.items():
+        target = out / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    return written
+
+
+def replace_dir(new: Path, old: Path) -> None:
+    """Swap `new` in for `old` with two renames, so `old` is never half-written."""
+    stale = old.with_name(f".{old.name}.old")
+    shutil.rmtree(stale, ignore_errors=True)
+    if old.exists():
+        old.rename(stale)
+    new.rename(old)
+    shutil.rmtree(stale, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=SCHEMAS, help="directory to (re)create")
+    args = parser.parse_args(argv)
+    out: Path = args.out.resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    build = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    build.chmod(0o755)  # mkdtemp makes it private
+    try:
+        written = generate(build)
+        replace_dir(build, out)
+    finally:
+        shutil.rmtree(build, ignore_errors=True)
+    for relative, data in written.items():
+        print(f"{len(data):>9,}  {out.name}/{relative}")
+    print(f"{sum(len(data) for data in written.values()):>9,}  total, {len(written)} files")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
