@@ -64,13 +64,17 @@ class Crd:
     versions: tuple[str, ...] = ()  # API versions to take; empty: every served version
 
 
-# One line per CRD file. Not available: github.com/fluxcd/helm-controller (HelmRelease), which the
-# Go module proxy refuses (403); its /api submodule ships no CRD YAML.
+# One line per CRD file. The commented lines work (checked with source-controller v1.9.6 and
+# argo-cd v3.5.7; later releases need Go >= 1.27) once their pin is in tools/versions.env.
+# Not available: github.com/fluxcd/helm-controller (HelmRelease): the Go module proxy refuses it
+# (403) and its /api submodule ships no CRD YAML.
 CRDS: tuple[Crd, ...] = (
     Crd("CNPG_VERSION", "github.com/cloudnative-pg/cloudnative-pg", "config/crd/bases/postgresql.cnpg.io_clusters.yaml", ("Cluster",)),
     Crd("CNPG_VERSION", "github.com/cloudnative-pg/cloudnative-pg", "config/crd/bases/postgresql.cnpg.io_scheduledbackups.yaml", ("ScheduledBackup",)),
     Crd("EXTERNAL_SECRETS_VERSION", "github.com/external-secrets/external-secrets", "config/crds/bases/external-secrets.io_externalsecrets.yaml", ("ExternalSecret",), ("v1",)),
     Crd("GATEWAY_API_VERSION", "sigs.k8s.io/gateway-api", "config/crd/standard/gateway.networking.k8s.io_httproutes.yaml", ("HTTPRoute",), ("v1",)),
+    # Crd("FLUX_SOURCE_CONTROLLER_VERSION", "github.com/fluxcd/source-controller", "config/crd/bases/source.toolkit.fluxcd.io_gitrepositories.yaml", ("GitRepository",)),
+    # Crd("ARGOCD_VERSION", "github.com/argoproj/argo-cd/v3", "manifests/crds/application-crd.yaml", ("Application",)),
 )  # fmt: skip
 
 CORE_DRAFT = "https://json-schema.org/draft/2020-12/schema"  # kubernetes-validate's own draft
@@ -121,9 +125,11 @@ def make_strict(schema: Schema) -> None:
 
 def kind_suffix(api_version: str) -> str:
     """kubeconform's {{.KindSuffix}}: -<first label of the group>[-<version>] (pkg/registry)."""
-    group, _, version = api_version.rpartition("/")
-    first = (group or version).split(".")[0]
-    return f"-{first}-{version}".lower() if group else f"-{first}".lower()
+    parts = api_version.split("/")
+    suffix = "-" + parts[0].split(".")[0]
+    if len(parts) > 1:
+        suffix += "-" + parts[1]
+    return suffix.lower()
 
 
 def file_name(kind: str, api_version: str) -> str:
@@ -243,6 +249,8 @@ def crd_schema(crd: Schema, version: Schema) -> Schema:
 
 
 def crd_schemas(source: Crd) -> tuple[dict[str, bytes], str]:
+    if source.pin_key not in PINS:
+        raise SystemExit(f"{source.pin_key} is not set in tools/versions.env")
     version = PINS[source.pin_key]
     path = module_dir(source.module, version) / source.file
     files = {}

@@ -1,0 +1,95 @@
+"""Render the chart with the real helm binary: the one place that knows how helm is invoked."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from versions import KUBE_VERSION, ROOT  # noqa: E402
+
+CHART = ROOT / "charts" / "mlflow-stack"
+VALUES = ROOT / "values"
+RENDERED = ROOT / "rendered"
+BIN = ROOT / "bin"
+RELEASE = "mlflow"
+NAMESPACE = "mlflow"
+UPSTREAM = "mlflow"
+
+
+class RenderError(Exception):
+    """helm refused to render; the message is helm's own."""
+
+
+def helm() -> str:
+    local = BIN / "helm"
+    found = str(local) if local.exists() else shutil.which("helm")
+    if not found:
+        raise SystemExit("helm is not installed: run `make tools`")
+    return found
+
+
+def upstream_present(chart: Path = CHART) -> bool:
+    """True when the mlflow dependency is in charts/ (as a directory or a packaged .tgz)."""
+    charts = chart / "charts"
+    return (charts / UPSTREAM / "Chart.yaml").exists() or any(charts.glob(f"{UPSTREAM}-*.tgz"))
+
+
+@dataclass(frozen=True)
+class Render:
+    text: str
+
+    @property
+    def documents(self) -> list[dict[str, Any]]:
+        return [d for d in yaml.safe_load_all(self.text) if d]
+
+
+def template(
+    values_files: list[Path],
+    *,
+    set_values: list[str] | None = None,
+    chart: Path = CHART,
+    extra_args: list[str] | None = None,
+) -> Render:
+    """`helm template` the chart; raise RenderError with helm's message on failure."""
+    cmd = [
+        helm(),
+        "template",
+        RELEASE,
+        str(chart),
+        "--namespace",
+        NAMESPACE,
+        "--kube-version",
+        KUBE_VERSION,
+    ]
+    for path in values_files:
+        cmd += ["--values", str(path)]
+    for item in set_values or []:
+        cmd += ["--set", item]
+    cmd += extra_args or []
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise RenderError(out.stderr.strip())
+    return Render(out.stdout)
+
+
+def own_chart_copy(workdir: Path) -> Path:
+    """A copy of the chart without the upstream dependency: renders this chart's templates alone."""
+    copy = workdir / CHART.name
+    shutil.copytree(CHART, copy, ignore=shutil.ignore_patterns("charts", "Chart.lock"))
+    meta = yaml.safe_load((copy / "Chart.yaml").read_text())
+    meta.pop("dependencies", None)
+    (copy / "Chart.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
+    return copy
+
+
+def template_own(values_files: list[Path], *, set_values: list[str] | None = None) -> Render:
+    with tempfile.TemporaryDirectory() as work:
+        return template(values_files, set_values=set_values, chart=own_chart_copy(Path(work)))
