@@ -26,19 +26,19 @@ def environments() -> list[str]:
     return sorted(p.stem for p in VALUES.glob("*.yaml"))
 
 
-def render(env: str) -> Path:
+def render(env: str, *, chart: Path = CHART, out_dir: Path = RENDERED) -> Path:
     values = VALUES / f"{env}.yaml"
     if not values.exists():
         raise SystemExit(f"ENV={env}: no values/{env}.yaml (environments: {', '.join(environments())})")
-    if not upstream_present(CHART):
+    if not upstream_present(chart):
         raise SystemExit(f"make render: {HOW_TO_PROVIDE}")
     try:
-        out = template([values])
+        out = template([values], chart=chart)
     except RenderError as err:
         raise SystemExit(f"make render ENV={env}: helm failed, nothing written:\n{err}") from None
     text = out.text if out.text.endswith("\n") else out.text + "\n"
-    RENDERED.mkdir(exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{env}.", suffix=".yaml", dir=RENDERED)
+    out_dir.mkdir(exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{env}.", suffix=".yaml", dir=out_dir)
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "w") as handle:
@@ -46,7 +46,7 @@ def render(env: str) -> Path:
         problems = kubeconform([tmp])
         if problems:
             raise SystemExit(f"make render ENV={env}: kubeconform rejected the render, nothing written:\n{problems}")
-        target = RENDERED / f"{env}.yaml"
+        target = out_dir / f"{env}.yaml"
         tmp.replace(target)
     finally:
         tmp.unlink(missing_ok=True)

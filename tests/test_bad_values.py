@@ -1,0 +1,44 @@
+"""Each file in tests/bad-values/ breaks one value of values/homelab.yaml; the render must stop
+with a message that names the value. The first line of each file holds the expected message."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import chart
+
+CASES = sorted((Path(__file__).parent / "bad-values").glob("*.yaml"))
+
+
+def header(path: Path, field: str) -> str | None:
+    for line in path.read_text().splitlines():
+        if line.startswith(f"# {field}: "):
+            return line.removeprefix(f"# {field}: ")
+    return None
+
+
+def test_there_are_at_least_twelve_cases() -> None:
+    assert len(CASES) >= 12
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda p: p.stem)
+def test_bad_value_fails_naming_the_value(case: Path) -> None:
+    expected = header(case, "error")
+    assert expected, f"{case.name} has no '# error: <message>' line"
+    values = [chart.VALUES / "homelab.yaml", case]
+    if header(case, "needs") == "upstream":
+        if not chart.upstream_present():
+            pytest.skip("needs the upstream mlflow chart (its values schema): run `make deps`")
+        render = lambda: chart.template(values)  # noqa: E731
+    else:
+        render = lambda: chart.template_own(values)  # noqa: E731
+    with pytest.raises(chart.RenderError) as failure:
+        render()
+    assert expected in str(failure.value)
+
+
+def test_homelab_values_alone_render() -> None:
+    """The cases fail because of their one change, not because the base is broken."""
+    assert chart.template_own([chart.VALUES / "homelab.yaml"]).documents

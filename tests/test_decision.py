@@ -1,0 +1,156 @@
+"""One test per fact of the architecture decision, read from the rendered homelab objects."""
+
+from __future__ import annotations
+
+from manifests import Obj, args_map, container, find, one
+
+ROUTE_HOST = "mlflow.lab.daviestechlabs.io"
+
+
+def deployment(objs: list[Obj]) -> Obj:
+    return one(objs, "Deployment", "mlflow")
+
+
+def server_args(objs: list[Obj]) -> dict[str, str]:
+    return args_map(container(deployment(objs), "mlflow")["args"])
+
+
+def test_server_uses_recreate_strategy(homelab: list[Obj]) -> None:
+    assert deployment(homelab)["spec"]["strategy"] == {"type": "Recreate"}
+
+
+def test_server_requests_200m_cpu_and_512mi(homelab: list[Obj]) -> None:
+    resources = container(deployment(homelab), "mlflow")["resources"]
+    assert resources["requests"] == {"cpu": "200m", "memory": "512Mi"}
+
+
+def test_server_is_limited_to_one_cpu_and_2gi(homelab: list[Obj]) -> None:
+    resources = container(deployment(homelab), "mlflow")["resources"]
+    assert resources["limits"] == {"cpu": "1", "memory": "2Gi"}
+
+
+def test_server_runs_uvicorn_with_explicit_workers(homelab: list[Obj]) -> None:
+    args = server_args(homelab)
+    assert "gunicorn-opts" not in args and "waitress-opts" not in args
+    assert int(args["workers"]) >= 1
+
+
+def test_artifacts_are_proxied_through_the_server(homelab: list[Obj]) -> None:
+    args = server_args(homelab)
+    assert "serve-artifacts" in args
+    assert args["artifacts-destination"] == "/mlflow/artifacts"
+    assert "default-artifact-root" not in args
+
+
+def test_backend_is_postgresql_through_psycopg2(homelab: list[Obj]) -> None:
+    assert server_args(homelab)["backend-store-uri"] == "postgresql+psycopg2://"
+
+
+def test_migration_and_connection_check_run_before_the_server(homelab: list[Obj]) -> None:
+    names = [c["name"] for c in deployment(homelab)["spec"]["template"]["spec"]["initContainers"]]
+    assert names == ["dbchecker", "mlflow-db-migration"]
+
+
+def test_artifact_claim_is_50gi_rwx_on_nfs_slow(homelab: list[Obj]) -> None:
+    spec = one(homelab, "PersistentVolumeClaim", "mlflow-artifacts")["spec"]
+    assert spec["resources"]["requests"]["storage"] == "50Gi"
+    assert spec["storageClassName"] == "nfs-slow"
+    assert spec["accessModes"] == ["ReadWriteMany"]
+
+
+def test_artifact_claim_is_mounted_at_mlflow_artifacts(homelab: list[Obj]) -> None:
+    pod = deployment(homelab)["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = [m for m in container(deployment(homelab), "mlflow")["volumeMounts"] if m["mountPath"] == "/mlflow/artifacts"]
+    assert len(mounts) == 1
+    assert volumes[mounts[0]["name"]]["persistentVolumeClaim"]["claimName"] == "mlflow-artifacts"
+
+
+def test_database_is_one_cnpg_instance(homelab: list[Obj]) -> None:
+    cluster = one(homelab, "Cluster", "mlflow-postgres")
+    assert cluster["apiVersion"] == "postgresql.cnpg.io/v1"
+    assert cluster["spec"]["instances"] == 1
+
+
+def test_database_has_no_pdb_for_a_single_instance(homelab: list[Obj]) -> None:
+    assert one(homelab, "Cluster")["spec"]["enablePDB"] is False
+
+
+def test_database_runs_on_amd64_nodes(homelab: list[Obj]) -> None:
+    affinity = one(homelab, "Cluster")["spec"]["affinity"]
+    assert affinity["nodeSelector"] == {"kubernetes.io/arch": "amd64"}
+
+
+def test_database_has_10gi_on_longhorn(homelab: list[Obj]) -> None:
+    assert one(homelab, "Cluster")["spec"]["storage"] == {"size": "10Gi", "storageClass": "longhorn"}
+
+
+def test_database_allows_200_connections(homelab: list[Obj]) -> None:
+    parameters = one(homelab, "Cluster")["spec"]["postgresql"]["parameters"]
+    assert parameters["max_connections"] == "200"
+
+
+def test_database_and_owner_are_mlflow(homelab: list[Obj]) -> None:
+    initdb = one(homelab, "Cluster")["spec"]["bootstrap"]["initdb"]
+    assert (initdb["database"], initdb["owner"]) == ("mlflow", "mlflow")
+
+
+def test_database_credentials_come_from_vault_as_basic_auth(homelab: list[Obj]) -> None:
+    es = one(homelab, "ExternalSecret", "mlflow-postgres-credentials")
+    assert es["apiVersion"] == "external-secrets.io/v1"
+    assert es["spec"]["secretStoreRef"] == {"kind": "ClusterSecretStore", "name": "vault"}
+    template = es["spec"]["target"]["template"]
+    assert template["type"] == "kubernetes.io/basic-auth"
+    assert set(template["data"]) == {"username", "password"}
+    assert [d["remoteRef"]["key"] for d in es["spec"]["data"]] == ["kv/mlflow/postgres"]
+
+
+def test_route_is_on_envoy_internal_for_the_lab_hostname(homelab: list[Obj]) -> None:
+    route = one(homelab, "HTTPRoute", "mlflow")
+    assert route["apiVersion"] == "gateway.networking.k8s.io/v1"
+    assert route["spec"]["hostnames"] == [ROUTE_HOST]
+    (parent,) = route["spec"]["parentRefs"]
+    assert (parent["kind"], parent["name"], parent["namespace"], parent["sectionName"]) == (
+        "Gateway",
+        "envoy-internal",
+        "network",
+        "https",
+    )
+
+
+def seconds(duration: str) -> float:
+    """A Gateway API duration (e.g. 1h30m, 500ms) in seconds."""
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+    total, number = 0.0, ""
+    i = 0
+    while i < len(duration):
+        ch = duration[i]
+        if ch.isdigit():
+            number += ch
+            i += 1
+            continue
+        unit = "ms" if duration[i : i + 2] == "ms" else ch
+        total += int(number) * units[unit]
+        number, i = "", i + len(unit)
+    return total
+
+
+def test_route_timeout_outlasts_large_uploads(homelab: list[Obj]) -> None:
+    (rule,) = one(homelab, "HTTPRoute")["spec"]["rules"]
+    timeout = rule["timeouts"]["request"]
+    assert timeout == "0s" or seconds(timeout) >= 600, f"request timeout {timeout} cuts large uploads"
+
+
+def test_uninstall_keeps_the_database_and_the_artifacts(homelab: list[Obj]) -> None:
+    for kind in ("Cluster", "PersistentVolumeClaim"):
+        for obj in find(homelab, kind):
+            annotations = obj["metadata"].get("annotations", {})
+            assert annotations.get("helm.sh/resource-policy") == "keep", f"{kind} {obj['metadata']['name']}"
+
+
+def test_flask_secret_key_comes_from_vault_and_wins(homelab: list[Obj]) -> None:
+    es = one(homelab, "ExternalSecret", "mlflow-flask-secret-key")
+    assert [d["secretKey"] for d in es["spec"]["data"]] == ["MLFLOW_FLASK_SERVER_SECRET_KEY"]
+    env_from = container(deployment(homelab), "mlflow")["envFrom"]
+    secret_refs = [e["secretRef"]["name"] for e in env_from if "secretRef" in e]
+    assert secret_refs[-1] == "mlflow-flask-secret-key", "a later envFrom source wins: Vault's must be last"
