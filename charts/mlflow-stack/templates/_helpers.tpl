@@ -40,3 +40,37 @@ The read-write Service of the CloudNativePG Cluster.
 {{- define "mlflow-stack.postgresHost" -}}
 {{- printf "%s-rw" .Values.postgres.name -}}
 {{- end }}
+
+{{/*
+Labels that select the MLflow server's pods (the subchart's selector labels).
+*/}}
+{{- define "mlflow-stack.mlflowSelectorLabels" -}}
+app.kubernetes.io/name: {{ default "mlflow" .Values.mlflow.nameOverride }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+Labels that select the PostgreSQL instances of the Cluster (set by CloudNativePG).
+*/}}
+{{- define "mlflow-stack.postgresSelectorLabels" -}}
+cnpg.io/cluster: {{ .Values.postgres.name }}
+cnpg.io/podRole: instance
+{{- end }}
+
+{{/*
+An egress rule to the cluster DNS.
+*/}}
+{{- define "mlflow-stack.dnsEgress" -}}
+- to:
+    - namespaceSelector:
+        matchLabels:
+          kubernetes.io/metadata.name: {{ .Values.networkPolicy.dns.namespace }}
+      podSelector:
+        matchLabels:
+          {{- toYaml .Values.networkPolicy.dns.podLabels | nindent 10 }}
+  ports:
+    - protocol: UDP
+      port: 53
+    - protocol: TCP
+      port: 53
+{{- end }}

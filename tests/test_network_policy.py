@@ -1,0 +1,96 @@
+"""Only the gateway reaches MLflow and only MLflow reaches its database: the rendered
+NetworkPolicies walked for the pairs that must connect and the pairs that must not."""
+
+from __future__ import annotations
+
+import pytest
+from manifests import Obj, find, one
+from netpol import Pod, allowed
+
+NS = "mlflow"
+
+
+@pytest.fixture(scope="module")
+def policies(homelab: list[Obj]) -> list[Obj]:
+    found = find(homelab, "NetworkPolicy")
+    assert found, "no NetworkPolicy rendered"
+    return found
+
+
+@pytest.fixture(scope="module")
+def pods(homelab: list[Obj]) -> dict[str, Pod]:
+    mlflow_labels = one(homelab, "Deployment", "mlflow")["spec"]["template"]["metadata"]["labels"]
+    cluster = one(homelab, "Cluster")["metadata"]["name"]
+    return {
+        "mlflow": Pod(NS, mlflow_labels, ip="10.1.0.10"),
+        "postgres": Pod(NS, {"cnpg.io/cluster": cluster, "cnpg.io/podRole": "instance"}, ip="10.1.0.11"),
+        "gateway": Pod("network", {"gateway.envoyproxy.io/owning-gateway-name": "envoy-internal"}, ip="10.1.0.12"),
+        "other-gateway": Pod("network", {"gateway.envoyproxy.io/owning-gateway-name": "envoy-external"}),
+        "operator": Pod("cnpg-system", {"app.kubernetes.io/name": "cloudnative-pg"}),
+        "dns": Pod("kube-system", {"k8s-app": "kube-dns"}),
+        "neighbour": Pod(NS, {"app": "debug"}),
+        "stranger": Pod("default", {"app": "curl"}),
+        "internet": Pod("world", {}, ip="93.184.216.34"),
+    }
+
+
+ALLOWED = [
+    ("gateway", "mlflow", 5000, "TCP"),
+    ("mlflow", "postgres", 5432, "TCP"),
+    ("operator", "postgres", 8000, "TCP"),
+    ("operator", "postgres", 5432, "TCP"),
+    ("mlflow", "dns", 53, "UDP"),
+    ("mlflow", "dns", 53, "TCP"),
+    ("postgres", "dns", 53, "UDP"),
+]
+
+DENIED = [
+    ("stranger", "mlflow", 5000, "TCP"),
+    ("neighbour", "mlflow", 5000, "TCP"),
+    ("other-gateway", "mlflow", 5000, "TCP"),
+    ("gateway", "mlflow", 8080, "TCP"),
+    ("gateway", "postgres", 5432, "TCP"),
+    ("stranger", "postgres", 5432, "TCP"),
+    ("neighbour", "postgres", 5432, "TCP"),
+    ("operator", "mlflow", 5000, "TCP"),
+    ("postgres", "mlflow", 5000, "TCP"),
+    ("mlflow", "internet", 443, "TCP"),
+    ("mlflow", "stranger", 80, "TCP"),
+    ("mlflow", "postgres", 8000, "TCP"),
+    ("postgres", "internet", 5432, "TCP"),
+    ("neighbour", "internet", 443, "TCP"),
+]
+
+
+@pytest.mark.parametrize(("src", "dst", "port", "protocol"), ALLOWED)
+def test_required_connection_is_allowed(
+    policies: list[Obj], pods: dict[str, Pod], src: str, dst: str, port: int, protocol: str
+) -> None:
+    assert allowed(policies, pods[src], pods[dst], port, protocol, namespace=NS)
+
+
+@pytest.mark.parametrize(("src", "dst", "port", "protocol"), DENIED)
+def test_other_connection_is_denied(
+    policies: list[Obj], pods: dict[str, Pod], src: str, dst: str, port: int, protocol: str
+) -> None:
+    assert not allowed(policies, pods[src], pods[dst], port, protocol, namespace=NS)
+
+
+def test_postgres_reaches_only_the_api_server_ports_outside(policies: list[Obj], pods: dict[str, Pod]) -> None:
+    api = Pod("world", {}, ip="192.0.2.10")
+    assert allowed(policies, pods["postgres"], api, 6443, namespace=NS)
+    assert not allowed(policies, pods["postgres"], api, 22, namespace=NS)
+
+
+def test_namespace_denies_by_default(policies: list[Obj]) -> None:
+    deny = [p for p in policies if p["spec"]["podSelector"] == {}]
+    assert len(deny) == 1
+    assert sorted(deny[0]["spec"]["policyTypes"]) == ["Egress", "Ingress"]
+    assert "ingress" not in deny[0]["spec"] and "egress" not in deny[0]["spec"]
+
+
+def test_mlflow_policy_selects_the_server_pods(homelab: list[Obj], policies: list[Obj]) -> None:
+    """A selector typo would leave the server unprotected by its own rules (default deny only)."""
+    labels = one(homelab, "Deployment", "mlflow")["spec"]["template"]["metadata"]["labels"]
+    selectors = [p["spec"]["podSelector"].get("matchLabels", {}) for p in policies]
+    assert any(s and all(labels.get(k) == v for k, v in s.items()) for s in selectors)
