@@ -46,9 +46,33 @@ def test_backend_is_postgresql_through_psycopg2(homelab: list[Obj]) -> None:
     assert server_args(homelab)["backend-store-uri"] == "postgresql+psycopg2://"
 
 
-def test_migration_and_connection_check_run_before_the_server(homelab: list[Obj]) -> None:
-    names = [c["name"] for c in deployment(homelab)["spec"]["template"]["spec"]["initContainers"]]
-    assert names == ["dbchecker", "mlflow-db-migration"]
+def init_names(objs: list[Obj]) -> list[str]:
+    return [c["name"] for c in deployment(objs)["spec"]["template"]["spec"]["initContainers"]]
+
+
+def test_migration_runs_before_the_server(homelab: list[Obj]) -> None:
+    assert init_names(homelab)[0] == "mlflow-db-migration"
+
+
+def test_unbounded_connection_checker_is_not_used(homelab: list[Obj]) -> None:
+    """The subchart's dbchecker can wait for hours after an outage (community-charts#604); the
+    migration container's bounded retry is the connection check."""
+    assert "dbchecker" not in init_names(homelab)
+
+
+def test_partial_uploads_are_removed_before_the_server_starts(homelab: list[Obj]) -> None:
+    cleanup = container(deployment(homelab), "remove-partial-uploads", init=True)
+    assert cleanup["command"][:2] == ["find", "/mlflow/artifacts"]
+    assert ".artifact.uploading.*" in cleanup["command"] and "-delete" in cleanup["command"]
+    mounts = {m["mountPath"]: m["name"] for m in cleanup["volumeMounts"]}
+    server_mounts = {m["mountPath"]: m["name"] for m in container(deployment(homelab), "mlflow")["volumeMounts"]}
+    assert mounts["/mlflow/artifacts"] == server_mounts["/mlflow/artifacts"]
+
+
+def test_server_joins_the_nfs_export_group(homelab: list[Obj]) -> None:
+    """kubelet does not apply fsGroup to NFS volumes: the export's group must be supplemental."""
+    pod_sc = deployment(homelab)["spec"]["template"]["spec"]["securityContext"]
+    assert 568 in pod_sc["supplementalGroups"]
 
 
 def test_artifact_claim_is_50gi_rwx_on_nfs_slow(homelab: list[Obj]) -> None:
