@@ -18,7 +18,12 @@ $(VENV)/.installed: requirements.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	touch $@
 
-tools: $(VENV)/.installed ## Install the pinned tools into ./bin and .venv.
+.venv-scan/.installed: requirements-scan.txt
+	$(PYTHON) -m venv .venv-scan
+	.venv-scan/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-scan.txt
+	touch $@
+
+tools: $(VENV)/.installed .venv-scan/.installed ## Install the pinned tools into ./bin, .venv and .venv-scan.
 	$(PY) scripts/tools.py
 
 deps: tools ## Put the upstream mlflow chart in place (offline: MLFLOW_CHART=<dir or .tgz>).

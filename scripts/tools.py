@@ -75,6 +75,13 @@ TOOLS = (
         ("version",),
         "sigs.k8s.io/kustomize/api/provenance.version",
     ),
+    Tool(
+        "kube-score",
+        "github.com/zegl/kube-score/cmd/kube-score",
+        "KUBE_SCORE_VERSION",
+        ("version",),
+        "main.version",
+    ),
 )
 
 

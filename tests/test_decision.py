@@ -20,13 +20,13 @@ def test_server_uses_recreate_strategy(homelab: list[Obj]) -> None:
 
 
 def test_server_requests_200m_cpu_and_512mi(homelab: list[Obj]) -> None:
-    resources = container(deployment(homelab), "mlflow")["resources"]
-    assert resources["requests"] == {"cpu": "200m", "memory": "512Mi"}
+    requests = container(deployment(homelab), "mlflow")["resources"]["requests"]
+    assert (requests["cpu"], requests["memory"]) == ("200m", "512Mi")
 
 
 def test_server_is_limited_to_one_cpu_and_2gi(homelab: list[Obj]) -> None:
-    resources = container(deployment(homelab), "mlflow")["resources"]
-    assert resources["limits"] == {"cpu": "1", "memory": "2Gi"}
+    limits = container(deployment(homelab), "mlflow")["resources"]["limits"]
+    assert (limits["cpu"], limits["memory"]) == ("1", "2Gi")
 
 
 def test_server_runs_uvicorn_with_explicit_workers(homelab: list[Obj]) -> None:
