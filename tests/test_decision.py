@@ -178,3 +178,13 @@ def test_flask_secret_key_comes_from_vault_and_wins(homelab: list[Obj]) -> None:
     env_from = container(deployment(homelab), "mlflow")["envFrom"]
     secret_refs = [e["secretRef"]["name"] for e in env_from if "secretRef" in e]
     assert secret_refs[-1] == "mlflow-flask-secret-key", "a later envFrom source wins: Vault's must be last"
+
+
+def test_helm_test_pod_talks_to_the_service_only(homelab: list[Obj]) -> None:
+    pod = one(homelab, "Pod")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    (test_container,) = pod["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in test_container["env"]}
+    service = one(homelab, "Service", "mlflow")
+    port = service["spec"]["ports"][0]["port"]
+    assert env["MLFLOW_TRACKING_URI"] == f"http://mlflow.mlflow.svc.cluster.local:{port}"

@@ -27,6 +27,7 @@ def pods(homelab: list[Obj]) -> dict[str, Pod]:
         "gateway": Pod("network", {"gateway.envoyproxy.io/owning-gateway-name": "envoy-internal"}, ip="10.1.0.12"),
         "other-gateway": Pod("network", {"gateway.envoyproxy.io/owning-gateway-name": "envoy-external"}),
         "operator": Pod("cnpg-system", {"app.kubernetes.io/name": "cloudnative-pg"}),
+        "smoke-test": Pod(NS, one(homelab, "Pod")["metadata"]["labels"]),
         "dns": Pod("kube-system", {"k8s-app": "kube-dns"}),
         "neighbour": Pod(NS, {"app": "debug"}),
         "stranger": Pod("default", {"app": "curl"}),
@@ -42,6 +43,8 @@ ALLOWED = [
     ("mlflow", "dns", 53, "UDP"),
     ("mlflow", "dns", 53, "TCP"),
     ("postgres", "dns", 53, "UDP"),
+    ("smoke-test", "mlflow", 5000, "TCP"),
+    ("smoke-test", "dns", 53, "UDP"),
 ]
 
 DENIED = [
@@ -59,6 +62,8 @@ DENIED = [
     ("mlflow", "postgres", 8000, "TCP"),
     ("postgres", "internet", 5432, "TCP"),
     ("neighbour", "internet", 443, "TCP"),
+    ("smoke-test", "postgres", 5432, "TCP"),
+    ("smoke-test", "internet", 443, "TCP"),
 ]
 
 

@@ -21,7 +21,7 @@ def environments() -> list[str]:
 
 def own_documents(text: str) -> list[Obj]:
     """The objects of this chart's own templates, identified by helm's `# Source:` comment."""
-    docs = text.split("\n---\n")
+    docs = [d + "\n" for d in text.split("\n---\n")]
     return [yaml.safe_load(d) for d in docs if OWN_SOURCE in d and yaml.safe_load(d)]
 
 

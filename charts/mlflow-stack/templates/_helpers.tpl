@@ -74,3 +74,11 @@ An egress rule to the cluster DNS.
     - protocol: TCP
       port: 53
 {{- end }}
+
+{{/*
+Labels of the helm test pod, which the NetworkPolicies let through to MLflow.
+*/}}
+{{- define "mlflow-stack.smokeTestSelectorLabels" -}}
+app.kubernetes.io/component: smoke-test
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
