@@ -35,3 +35,16 @@ def test_backup_objects_validate(tmp_path: Path) -> None:
     out = tmp_path / "backup.yaml"
     out.write_text(yaml.safe_dump_all(with_backup()))
     assert kubeconform([out]) == ""
+
+
+def test_readme_restore_cluster_validates(tmp_path: Path) -> None:
+    """The runbook's manifest is a valid CloudNativePG Cluster, not prose that merely looks like one."""
+    readme = (chart.ROOT / "README.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in readme.split("```yaml\n")[1:]]
+    restore = [b for b in blocks if "kind: Cluster" in b and "recovery:" in b]
+    assert len(restore) == 1
+    doc = yaml.safe_load("\n".join(line[3:] if line.startswith("   ") else line for line in restore[0].splitlines()))
+    assert doc["spec"]["bootstrap"]["recovery"]["owner"] == "mlflow"
+    out = tmp_path / "restore.yaml"
+    out.write_text(yaml.safe_dump(doc))
+    assert kubeconform([out]) == ""
