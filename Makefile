@@ -11,7 +11,7 @@ export PATH := $(CURDIR)/bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 .DEFAULT_GOAL := help
 
 help: ## List the targets.
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -40,3 +40,26 @@ render: tools ## Render values/$(ENV).yaml into rendered/$(ENV).yaml (needs the 
 
 test: tools ## Run the test suite (the README's test command).
 	$(PY) -m pytest
+
+# GitOps delivery (deploy/, kustomization.yaml): every Flux and Argo CD entry point, built with
+# kustomize and validated offline. `make test` covers the same (tests/test_gitops.py).
+.PHONY: gitops
+gitops: tools ## Build every Flux/Argo CD entry point with kustomize and validate it.
+	$(PY) scripts/gitops.py
+
+# The rendered pod on this machine (scripts/localstack.py): PostgreSQL and busybox from Debian, the
+# image's MLflow server from requirements-e2e.txt, in .venv next to the tools.
+UP_PORT ?= 5000
+
+$(VENV)/.e2e-installed: $(VENV)/.installed requirements.txt requirements-e2e.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-e2e.txt
+	touch $@
+
+.PHONY: e2e up
+e2e: $(VENV)/.e2e-installed ## Run rendered/$(ENV).yaml's pod against PostgreSQL and test it (installs both).
+	$(PY) scripts/install_postgres.py
+	E2E_RENDER=rendered/$(ENV).yaml $(PY) -m pytest tests/e2e
+
+up: $(VENV)/.e2e-installed ## Serve rendered/$(ENV).yaml's MLflow on 127.0.0.1:$(UP_PORT) (Ctrl-C stops it).
+	$(PY) scripts/install_postgres.py
+	$(PY) scripts/localstack.py up --render rendered/$(ENV).yaml --port $(UP_PORT)

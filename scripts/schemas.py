@@ -5,7 +5,9 @@ Everything is read from local copies, so no schema is ever fetched while validat
 * core kinds from the kubernetes-validate package in the venv (its -local-strict schemas), with
   the definitions each kind needs copied into the file and every `$ref` made local;
 * custom resources from the CRD YAMLs inside Go modules at the versions of tools/versions.env,
-  downloaded with `go mod download` (module cache or the Go module proxy).
+  downloaded with `go mod download` (module cache or the Go module proxy); for a module that ships
+  only the Go types of its API (Flux's helm-controller/api), the CRD is generated from them with
+  controller-gen, pinned, as the controller's own `make manifests` does.
 
 The layout is the one kubeconform expects for SCHEMA_LOCATION below. Objects reject unknown fields
 (strict); descriptions are dropped to keep the files small. The output is deterministic and
@@ -19,6 +21,7 @@ import copy
 import importlib.metadata
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -62,19 +65,21 @@ class Crd:
     file: str  # path of the CRD YAML inside the module
     kinds: tuple[str, ...]  # kinds to take from that file
     versions: tuple[str, ...] = ()  # API versions to take; empty: every served version
+    generated: bool = False  # the module has Go types only: `file` is what controller-gen writes
 
 
-# One line per CRD file. The commented lines work (checked with source-controller v1.9.6 and
-# argo-cd v3.5.7; later releases need Go >= 1.27) once their pin is in tools/versions.env.
-# Not available: github.com/fluxcd/helm-controller (HelmRelease): the Go module proxy refuses it
-# (403) and its /api submodule ships no CRD YAML.
+# One line per CRD file. Later Flux and Argo CD releases than the pins need Go >= 1.27.
+# github.com/fluxcd/helm-controller (HelmRelease) is refused by the Go module proxy and its /api
+# submodule ships no CRD YAML: that CRD is generated from the api module's Go types.
 CRDS: tuple[Crd, ...] = (
     Crd("CNPG_VERSION", "github.com/cloudnative-pg/cloudnative-pg", "config/crd/bases/postgresql.cnpg.io_clusters.yaml", ("Cluster",)),
     Crd("CNPG_VERSION", "github.com/cloudnative-pg/cloudnative-pg", "config/crd/bases/postgresql.cnpg.io_scheduledbackups.yaml", ("ScheduledBackup",)),
     Crd("EXTERNAL_SECRETS_VERSION", "github.com/external-secrets/external-secrets", "config/crds/bases/external-secrets.io_externalsecrets.yaml", ("ExternalSecret",), ("v1",)),
     Crd("GATEWAY_API_VERSION", "sigs.k8s.io/gateway-api", "config/crd/standard/gateway.networking.k8s.io_httproutes.yaml", ("HTTPRoute",), ("v1",)),
-    # Crd("FLUX_SOURCE_CONTROLLER_VERSION", "github.com/fluxcd/source-controller", "config/crd/bases/source.toolkit.fluxcd.io_gitrepositories.yaml", ("GitRepository",)),
-    # Crd("ARGOCD_VERSION", "github.com/argoproj/argo-cd/v3", "manifests/crds/application-crd.yaml", ("Application",)),
+    Crd("FLUX_SOURCE_CONTROLLER_VERSION", "github.com/fluxcd/source-controller", "config/crd/bases/source.toolkit.fluxcd.io_gitrepositories.yaml", ("GitRepository",), ("v1",)),
+    Crd("FLUX_KUSTOMIZE_CONTROLLER_VERSION", "github.com/fluxcd/kustomize-controller", "config/crd/bases/kustomize.toolkit.fluxcd.io_kustomizations.yaml", ("Kustomization",), ("v1",)),
+    Crd("FLUX_HELM_CONTROLLER_API_VERSION", "github.com/fluxcd/helm-controller/api", "helm.toolkit.fluxcd.io_helmreleases.yaml", ("HelmRelease",), ("v2",), generated=True),
+    Crd("ARGOCD_VERSION", "github.com/argoproj/argo-cd/v3", "manifests/crds/application-crd.yaml", ("Application",), ("v1alpha1",)),
 )  # fmt: skip
 
 CORE_DRAFT = "https://json-schema.org/draft/2020-12/schema"  # kubernetes-validate's own draft
@@ -217,6 +222,59 @@ def module_dir(module: str, version: str) -> Path:
     return Path(info["Dir"])
 
 
+CONTROLLER_GEN = "sigs.k8s.io/controller-tools/cmd/controller-gen"
+WORK = ROOT / ".work"  # git-ignored: the controller-gen binary and the CRDs it generated
+
+
+def controller_gen() -> Path:
+    """controller-gen at CONTROLLER_GEN_VERSION, built once into .work/bin."""
+    version = PINS["CONTROLLER_GEN_VERSION"]
+    target = WORK / "bin" / f"controller-gen-{version}"
+    if target.exists():
+        return target
+    with tempfile.TemporaryDirectory() as gobin:
+        result = subprocess.run(
+            ["go", "install", f"{CONTROLLER_GEN}@{version}"],
+            capture_output=True, text=True, cwd=gobin, check=False,
+            env={**os.environ, "GOBIN": gobin, "CGO_ENABLED": "0"},
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise SystemExit(f"go install {CONTROLLER_GEN}@{version} failed: {result.stderr.strip()}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(Path(gobin) / "controller-gen", target)
+    return target
+
+
+def generated_crds(module: str, version: str) -> Path:
+    """The CRDs controller-gen generates from a module's API types, cached in .work/crds.
+
+    Runs what the Flux controllers' `make manifests` runs in their api module
+    (`controller-gen crd:crdVersions=v1 paths=./...`), in a writable copy of the downloaded module
+    (the module cache is read-only). The result depends only on the two pinned versions.
+    """
+    gen_version = PINS["CONTROLLER_GEN_VERSION"]
+    out = WORK / "crds" / f"{module.replace('/', '_')}@{version}+controller-gen-{gen_version}"
+    if out.is_dir():
+        return out
+    binary = controller_gen()
+    source = module_dir(module, version)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent) as work:
+        copy = Path(work) / "module"
+        shutil.copytree(source, copy)
+        for path in [copy, *copy.rglob("*")]:
+            path.chmod(path.stat().st_mode | 0o200)
+        staging = Path(work) / "crds"
+        result = subprocess.run(
+            [str(binary), "crd:crdVersions=v1", "paths=./...", f"output:crd:artifacts:config={staging}"],
+            capture_output=True, text=True, cwd=copy, check=False,
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise SystemExit(f"controller-gen over {module}@{version} failed: {result.stderr.strip()}")
+        staging.rename(out)
+    return out
+
+
 def convert_node(node: Schema) -> None:
     """OpenAPI v3 / Kubernetes extensions -> plain JSON schema, for one node."""
     if node.get("x-kubernetes-int-or-string"):
@@ -248,11 +306,18 @@ def crd_schema(crd: Schema, version: Schema) -> Schema:
     return schema
 
 
-def crd_schemas(source: Crd) -> tuple[dict[str, bytes], str]:
+def crd_path(source: Crd) -> Path:
+    """The CRD YAML of one CRDS entry, at its pin (also what tests/apiserver.py installs)."""
     if source.pin_key not in PINS:
         raise SystemExit(f"{source.pin_key} is not set in tools/versions.env")
     version = PINS[source.pin_key]
-    path = module_dir(source.module, version) / source.file
+    directory = generated_crds(source.module, version) if source.generated else module_dir(source.module, version)
+    return directory / source.file
+
+
+def crd_schemas(source: Crd) -> tuple[dict[str, bytes], str]:
+    version = PINS[source.pin_key]
+    path = crd_path(source)
     files = {}
     for crd in yaml.safe_load_all(path.read_text()):
         if not crd or crd.get("kind") != "CustomResourceDefinition":
@@ -271,6 +336,9 @@ def crd_schemas(source: Crd) -> tuple[dict[str, bytes], str]:
             files[name] = dump(crd_schema(crd, api_version))
     if not files:
         raise SystemExit(f"{source.module}@{version}/{source.file}: none of {source.kinds} found")
+    if source.generated:
+        generator = f"controller-gen {PINS['CONTROLLER_GEN_VERSION']}"
+        return files, f"{source.module} {version} (Go module), {source.file} generated by {generator}"
     return files, f"{source.module} {version} (Go module), {source.file}"
 
 

@@ -99,3 +99,15 @@ def test_mlflow_policy_selects_the_server_pods(homelab: list[Obj], policies: lis
     labels = one(homelab, "Deployment", "mlflow")["spec"]["template"]["metadata"]["labels"]
     selectors = [p["spec"]["podSelector"].get("matchLabels", {}) for p in policies]
     assert any(s and all(labels.get(k) == v for k, v in s.items()) for s in selectors)
+
+
+def test_without_a_gateway_only_the_client_namespaces_reach_mlflow() -> None:
+    """lab-minimal: no route, so no gateway rule; its listed client namespace calls the Service."""
+    import chart
+
+    objs = chart.template_own([chart.VALUES / "lab-minimal.yaml"]).documents
+    policies = find(objs, "NetworkPolicy")
+    labels = {"app.kubernetes.io/name": "mlflow", "app.kubernetes.io/instance": "mlflow"}
+    server = Pod(NS, labels)
+    assert allowed(policies, Pod("default", {"app": "notebook"}), server, 5000, namespace=NS)
+    assert not allowed(policies, Pod("network", {}), server, 5000, namespace=NS)
