@@ -63,3 +63,10 @@ e2e: $(VENV)/.e2e-installed ## Run rendered/$(ENV).yaml's pod against PostgreSQL
 up: $(VENV)/.e2e-installed ## Serve rendered/$(ENV).yaml's MLflow on 127.0.0.1:$(UP_PORT) (Ctrl-C stops it).
 	$(PY) scripts/install_postgres.py
 	$(PY) scripts/localstack.py up --render rendered/$(ENV).yaml --port $(UP_PORT)
+
+# A real kube-apiserver and etcd for tests/api (scripts/apiserver_build.py): built from the Go module
+# proxy at KUBE_APISERVER_VERSION / ETCD_VERSION into ./bin. Cold: about 4-6 min on 2 cores, 1.8 GiB.
+# Without them tests/api skips, or fails under CI=true.
+.PHONY: apiserver
+apiserver: ## Build the pinned kube-apiserver and etcd into ./bin (for tests/api).
+	$(PYTHON) scripts/apiserver_build.py

@@ -1,0 +1,67 @@
+"""A real kube-apiserver for the tests in tests/api (tests/apiserver.py), started once per session.
+
+Without the binaries of `make apiserver` these tests skip saying so, except under CI (CI=true),
+where they fail: a CI run that silently skipped them would prove nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+
+import pytest
+from apiserver import BUILD_HINT, SUMMARY, ApiServer, cel_rules, missing_binaries
+
+MLFLOW_NAMESPACE = "mlflow"
+RESTRICTED = {
+    "pod-security.kubernetes.io/enforce": "restricted",
+    "pod-security.kubernetes.io/enforce-version": "latest",
+    "pod-security.kubernetes.io/audit": "restricted",
+    "pod-security.kubernetes.io/warn": "restricted",
+}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "apiserver: runs against a real kube-apiserver and etcd (`make apiserver`)"
+    )
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if SUMMARY:
+        terminalreporter.section("kube-apiserver")
+        for line in SUMMARY:
+            terminalreporter.write_line(line)
+
+
+@pytest.fixture(scope="session")
+def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
+    """etcd + kube-apiserver with the project's CRDs installed and Established; stopped at the end."""
+    if missing := missing_binaries():
+        message = f"needs {', '.join(missing)}: {BUILD_HINT}"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true and {message}", pytrace=False)
+        pytest.skip(message)
+    server = ApiServer(tmp_path_factory.mktemp("apiserver"))
+    request.addfinalizer(server.stop)  # before start: a half-started server is stopped too
+    started = time.monotonic()
+    server.start()
+    ready = time.monotonic() - started
+    crds = server.install_crds()
+    version = server.request("GET", "/version").body["gitVersion"]
+    rules = {crd["metadata"]["name"]: len(cel_rules(crd)) for crd in crds}
+    SUMMARY.append(
+        f"{version} ready in {ready:.1f}s, {len(crds)} CRDs Established in "
+        f"{time.monotonic() - started - ready:.1f}s more, {sum(rules.values())} CEL rules "
+        f"(x-kubernetes-validations) installed: "
+        + ", ".join(f"{name} {count}" for name, count in rules.items())
+    )
+    yield server
+
+
+@pytest.fixture(scope="session")
+def mlflow_namespace(api: ApiServer) -> str:
+    """Namespace `mlflow` with the Pod Security labels of the deployment (restricted)."""
+    api.namespace(MLFLOW_NAMESPACE, RESTRICTED)
+    return MLFLOW_NAMESPACE
