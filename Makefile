@@ -38,7 +38,7 @@ schemas: tools ## Regenerate schemas/ from kubernetes-validate and the CRDs in G
 render: tools ## Render values/$(ENV).yaml into rendered/$(ENV).yaml (needs the upstream chart).
 	$(PY) scripts/render.py $(ENV)
 
-test: tools ## Run the test suite (the README's test command).
+test: tools apiserver e2e-deps ## Run the whole test suite (the README's test command).
 	$(PY) -m pytest
 
 # GitOps delivery (deploy/, kustomization.yaml): every Flux and Argo CD entry point, built with
@@ -55,13 +55,14 @@ $(VENV)/.e2e-installed: $(VENV)/.installed requirements.txt requirements-e2e.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-e2e.txt
 	touch $@
 
-.PHONY: e2e up
-e2e: $(VENV)/.e2e-installed ## Run rendered/$(ENV).yaml's pod against PostgreSQL and test it (installs both).
+.PHONY: e2e-deps e2e up
+e2e-deps: $(VENV)/.e2e-installed ## Install PostgreSQL (apt) and the image's MLflow (pip) when missing.
 	$(PY) scripts/install_postgres.py
+
+e2e: tools e2e-deps ## Run rendered/$(ENV).yaml's pod against PostgreSQL and test it.
 	E2E_RENDER=rendered/$(ENV).yaml $(PY) -m pytest tests/e2e
 
-up: $(VENV)/.e2e-installed ## Serve rendered/$(ENV).yaml's MLflow on 127.0.0.1:$(UP_PORT) (Ctrl-C stops it).
-	$(PY) scripts/install_postgres.py
+up: e2e-deps ## Serve rendered/$(ENV).yaml's MLflow on 127.0.0.1:$(UP_PORT) (Ctrl-C stops it).
 	$(PY) scripts/localstack.py up --render rendered/$(ENV).yaml --port $(UP_PORT)
 
 # A real kube-apiserver and etcd for tests/api (scripts/apiserver_build.py): built from the Go module

@@ -1,0 +1,57 @@
+"""Install the Debian packages the e2e harness (scripts/localstack.py) needs, when missing.
+
+* postgresql: the server that stands in for the CNPG Cluster (any /usr/lib/postgresql/N);
+* busybox: the image of the chart's busybox init containers (the upstream `dbchecker` script needs
+  ash), with netcat-openbsd for the `nc -z` that Debian's busybox lacks.
+
+Idempotent and quiet when both are present; otherwise `apt-get update` once and `apt-get install`
+(root only, as on the developers' machines and CI).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+PACKAGES = {
+    "postgresql": "/usr/lib/postgresql/*/bin/postgres",
+    "busybox": "/usr/bin/busybox",
+    "netcat-openbsd": "/usr/bin/nc.openbsd",  # Debian's busybox nc has no -z
+}
+
+
+def missing() -> list[str]:
+    return [pkg for pkg, pattern in PACKAGES.items() if not list(Path("/").glob(pattern.lstrip("/")))]
+
+
+def main() -> int:
+    todo = missing()
+    if not todo:
+        return 0
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        print(
+            f"install_postgres: missing {', '.join(todo)}; install them with apt-get as root", file=sys.stderr
+        )
+        return 1
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    print(f"install_postgres: apt-get install {' '.join(todo)}", file=sys.stderr)
+    for argv in (
+        ["apt-get", "update", "-qq"],
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *todo],
+    ):
+        done = subprocess.run(argv, env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            print(done.stdout + done.stderr, file=sys.stderr)
+            print(f"install_postgres: {' '.join(argv)} exited {done.returncode}", file=sys.stderr)
+            return 1
+    if still := missing():
+        print(f"install_postgres: still missing after apt-get: {', '.join(still)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

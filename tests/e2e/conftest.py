@@ -1,0 +1,74 @@
+"""The e2e session: a real PostgreSQL and the rendered MLflow pod (scripts/localstack.py), started
+once for every test under tests/e2e and stopped at the end, failures included.
+
+The render is rendered/homelab.yaml unless E2E_RENDER names another. Without PostgreSQL, busybox
+or the pinned MLflow server the tests fail under CI (CI=true) and are skipped elsewhere: `make e2e`
+installs them.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import localstack  # noqa: E402
+
+RENDER = Path(os.environ.get("E2E_RENDER", str(localstack.DEFAULT_RENDER)))
+STATS: dict[str, str] = {}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "e2e: runs the rendered configuration against a real PostgreSQL and MLflow server"
+    )
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if STATS:
+        terminalreporter.write_sep("-", "e2e harness")
+        for key, value in STATS.items():
+            terminalreporter.write_line(f"{key}: {value}")
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"e2e prerequisites missing under CI: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[localstack.LocalStack]:
+    try:
+        localstack.preflight()
+    except localstack.LocalStackError as err:
+        _unavailable(str(err))
+    pod = localstack.LocalStack(RENDER)
+    started = time.monotonic()
+    pod.start()  # stops what it started if it fails
+    STATS["render"] = str(RENDER)
+    STATS["PostgreSQL + init containers + server ready"] = f"{time.monotonic() - started:.1f} s"
+    try:
+        trees = {
+            "pod": pod.server.tree,
+            "postgres": lambda: pod.postgres.proc.tree() if pod.postgres.proc else [],
+        }
+        with localstack.PeakSampler(trees) as sampler:
+            yield pod
+        for name, peak in sampler.peaks.items():
+            STATS[f"peak PSS, {name} process tree"] = f"{peak / 2**20:.0f} MiB"
+    finally:
+        stopping = time.monotonic()
+        pod.stop()
+        STATS["stop (SIGTERM, grace, PostgreSQL fast shutdown)"] = f"{time.monotonic() - stopping:.1f} s"
+        if pod.server.leftovers:
+            STATS["server descendants alive after it exited (then SIGKILLed)"] = "; ".join(
+                pod.server.leftovers
+            )
