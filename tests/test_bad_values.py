@@ -3,9 +3,11 @@ with a message that names the value. The first line of each file holds the expec
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
+from schema_paths import constrained_paths
 
 import chart
 
@@ -42,3 +44,11 @@ def test_bad_value_fails_naming_the_value(case: Path) -> None:
 def test_homelab_values_alone_render() -> None:
     """The cases fail because of their one change, not because the base is broken."""
     assert chart.template_own([chart.VALUES / "homelab.yaml"]).documents
+
+
+def test_every_constrained_value_has_a_failing_case() -> None:
+    """Each value values.schema.json constrains (pattern, enum, bounds) is broken by some case."""
+    named = {m.group(1) for case in CASES if (m := re.match(r"'(/[^']*)'", header(case, "error") or ""))}
+    paths = constrained_paths(chart.CHART / "values.schema.json", skip={"/mlflow"})
+    uncovered = [p for p in paths if not any(n == p or n.startswith(f"{p}/") for n in named)]
+    assert uncovered == []
