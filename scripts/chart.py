@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import tools  # noqa: E402
 from versions import KUBE_VERSION, ROOT  # noqa: E402
 
 CHART = ROOT / "charts" / "mlflow-stack"
@@ -29,11 +30,7 @@ class RenderError(Exception):
 
 
 def helm() -> str:
-    local = BIN / "helm"
-    found = str(local) if local.exists() else shutil.which("helm")
-    if not found:
-        raise SystemExit("helm is not installed: run `make tools`")
-    return found
+    return tools.binary("helm")
 
 
 def upstream_present(chart: Path = CHART) -> bool:

@@ -8,7 +8,6 @@ default, root-only restriction, as kubectl and Argo CD do.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -19,6 +18,7 @@ from typing import Any
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import tools  # noqa: E402
 from validate import kubeconform  # noqa: E402
 from versions import ROOT  # noqa: E402
 
@@ -58,11 +58,7 @@ class BuildError(Exception):
 
 
 def kustomize() -> str:
-    local = ROOT / "bin" / "kustomize"
-    found = str(local) if local.exists() else shutil.which("kustomize")
-    if not found:
-        raise SystemExit("kustomize is not installed: run `make tools`")
-    return found
+    return tools.binary("kustomize")
 
 
 def build(path: Path, *, unrestricted: bool = False) -> str:

@@ -85,6 +85,15 @@ TOOLS = (
 )
 
 
+def binary(name: str) -> str:
+    """The path of an installed tool: ./bin first, then PATH; stop with how to install it."""
+    local = BIN / name
+    found = str(local) if local.exists() else shutil.which(name)
+    if not found:
+        raise SystemExit(f"{name} is not installed: run `make tools`")
+    return found
+
+
 def reported_version(binary: str, tool: Tool) -> str | None:
     """The version a binary reports, or None when it cannot be run."""
     try:

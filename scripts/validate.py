@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import tools  # noqa: E402
 from versions import KUBE_VERSION, ROOT  # noqa: E402
 
 SCHEMAS = ROOT / "schemas"
@@ -15,11 +15,7 @@ SCHEMA_LOCATION = str(SCHEMAS) + "/{{.NormalizedKubernetesVersion}}-standalone-s
 
 
 def kubeconform_binary() -> str:
-    local = ROOT / "bin" / "kubeconform"
-    found = str(local) if local.exists() else shutil.which("kubeconform")
-    if not found:
-        raise SystemExit("kubeconform is not installed: run `make tools`")
-    return found
+    return tools.binary("kubeconform")
 
 
 def kubeconform(paths: list[Path]) -> str:
