@@ -15,7 +15,9 @@ How the pod is mapped onto the machine (needs root; fails loudly otherwise):
   `enableServiceLinks` defaults to true). `-rw` and `-r` forward to the throwaway PostgreSQL (a
   kube-proxy stand-in: a small forwarder listening inside the pod's namespace); `-ro` has no
   endpoint with one instance, as in the cluster. So PGHOST=mlflow-postgres-rw PGPORT=5432 from the
-  rendered ConfigMap are used unchanged. The pod resolves nothing else (no cluster DNS).
+  rendered ConfigMap are used unchanged. The Service selecting the pod forwards its ports to the
+  pod's targetPorts, so a client in the pod's network (the `helm test` Pod, `run_test_pod`) reaches
+  `http://mlflow.mlflow.svc.cluster.local:80`. The pod resolves nothing else (no cluster DNS).
 * PostgreSQL: Debian's server (any /usr/lib/postgresql/N), initdb in a temp dir as the `postgres`
   user, 127.0.0.1 on a free port, scram for TCP as CNPG does, every `spec.postgresql.parameters`
   of the rendered Cluster passed as `-c`, database/owner (and encoding/locale if set) from
@@ -40,7 +42,9 @@ How the pod is mapped onto the machine (needs root; fails loudly otherwise):
 * Volumes: emptyDir -> a temp dir (0777 + fsGroup, as the kubelet makes it; medium Memory ->
   tmpfs), configMap/secret -> files with their modes (subPath mounts bind one file), a
   persistentVolumeClaim that the render contains -> a temp dir owned by root:fsGroup 2775 (fsGroup
-  applied; NB on NFS the kubelet does not apply fsGroup, the export must let uid 1001 write).
+  applied; NB on NFS the kubelet does not apply fsGroup, the export must let uid 1001 write:
+  `claim_ownership=(0, 568, 0o2775)` presents the claim as such an export). A claim outlives its
+  pod: a recreated pod (`restart_pod`) and a second replica (`replica_of`) find what was left.
 * Images: `burakince/mlflow:<tag>` -> the venv this module runs in (.venv with `make e2e`; the tag
   must equal its mlflow version; the image's PATH with the venv's bin first, so `mlflow` and
   `python` are the venv's; directories above the venv's interpreter that the pod's uid cannot
@@ -68,6 +72,12 @@ container's args / adds env after the kubelet's resolution and pins the pod (and
 `postgres_cpus`) with taskset; `.server` is the exec'ed `mlflow` process (`.pid`, `.tree()`,
 `.pss_bytes()`), `.url` the port-forward, `.in_pod(argv)` runs a client inside the pod's network
 namespace (no forwarder in the path), `PeakSampler` records peak PSS of process trees.
+
+For fault tests (tests/e2e): `.kill()` SIGKILLs the server's process tree, `.restart_pod()` deletes
+and recreates the pod as `strategy: Recreate` does (init containers again, same claims and
+database), `.postgres.stop()` / `.postgres.resume()` / `.postgres.reset_database()`,
+`.run_init_container(name)`, `.run_test_pod(name)`, `LocalStack(replica_of=other)` for a second pod
+of the same Deployment, `start(pod=False)` for the database alone.
 """
 
 from __future__ import annotations
@@ -483,13 +493,46 @@ class Mount:
 
 
 def materialize_volumes(
-    pod: Obj, render: Render, store: Store, base: Path, fs_group: int | None
+    pod: Obj,
+    render: Render,
+    store: Store,
+    base: Path,
+    fs_group: int | None,
+    *,
+    claims: Path | None = None,
+    claim_ownership: tuple[int, int, int] | None = None,
 ) -> dict[str, tuple[Path, bool]]:
-    """Volume name -> (host directory, always read-only) as the kubelet would prepare them."""
+    """Volume name -> (host directory, always read-only) as the kubelet would prepare them.
+
+    Pod-scoped volumes go under `base/volumes`. A claim is `claims/<claimName>` (default
+    `base/claims`) and outlives the pod: bound once, created on first use owned root:fsGroup 2775
+    (the kubelet applies fsGroup) or, when the storage ignores fsGroup as NFS does, with
+    `claim_ownership` = (uid, gid, mode) as the export presents it; later pods find it as left.
+    """
     out: dict[str, tuple[Path, bool]] = {}
     gid = fs_group if fs_group is not None else 0
     for i, vol in enumerate(pod.get("volumes", [])):
         where = f"spec.template.spec.volumes[{i}] ({vol['name']})"
+        if "persistentVolumeClaim" in vol:
+            claim = vol["persistentVolumeClaim"]["claimName"]
+            if render.get("PersistentVolumeClaim", claim) is None:
+                raise LocalStackError(f"{where}: PersistentVolumeClaim {claim!r} is not in the render")
+            path = (claims or base / "claims") / claim
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                path.mkdir()
+            except FileExistsError:  # bound before (another pod of it started first)
+                pass
+            else:
+                if claim_ownership is not None:
+                    uid, owner_gid, mode = claim_ownership
+                    os.chown(path, uid, owner_gid)
+                    path.chmod(mode)
+                else:
+                    os.chown(path, 0, gid)
+                    path.chmod(0o2775 if fs_group is not None else 0o755)
+            out[vol["name"]] = (path, bool(vol["persistentVolumeClaim"].get("readOnly")))
+            continue
         path = base / "volumes" / vol["name"]
         path.mkdir(parents=True)
         if "emptyDir" in vol:
@@ -516,13 +559,6 @@ def materialize_volumes(
                 target.chmod(int(item.get("mode", mode)))
             path.chmod(0o755)
             out[vol["name"]] = (path, True)
-        elif "persistentVolumeClaim" in vol:
-            claim = vol["persistentVolumeClaim"]["claimName"]
-            if render.get("PersistentVolumeClaim", claim) is None:
-                raise LocalStackError(f"{where}: PersistentVolumeClaim {claim!r} is not in the render")
-            os.chown(path, 0, gid)
-            path.chmod(0o2775 if fs_group is not None else 0o755)
-            out[vol["name"]] = (path, bool(vol["persistentVolumeClaim"].get("readOnly")))
         else:
             kinds = sorted(k for k in vol if k != "name")
             raise LocalStackError(f"{where}: volume type {kinds} is not supported")
@@ -656,6 +692,22 @@ class Proc:
                 pass
         return self.popen.returncode
 
+    def kill_tree(self, sig: int = signal.SIGKILL) -> int | None:
+        """Signal the process and every descendant at once, parent first (as the runtime kills all
+        of a container's cgroup: nothing gets to clean up, nobody is left to respawn a worker)."""
+        tree = self.tree()
+        for pid in tree:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        try:
+            self.popen.wait(10)
+        except subprocess.TimeoutExpired:
+            pass
+        self.leftovers = [cmdline(p) for p in tree[1:] if _alive(p)]
+        return self.popen.returncode
+
 
 def _spawn(name: str, argv: Sequence[str], log: Path | None, *, stream: bool = False, **kwargs: Any) -> Proc:
     out: Any = None if stream else (open(log, "ab") if log else subprocess.DEVNULL)  # noqa: SIM115
@@ -720,6 +772,7 @@ class Postgres:
     base: Path
     port: int = 0
     proc: Proc | None = None
+    _cpus: Sequence[int] | None = None
 
     @property
     def database(self) -> str:
@@ -741,12 +794,6 @@ class Postgres:
         pwfile.write_text(secrets.token_urlsafe(24))  # the superuser's: nobody uses it
         shutil.chown(pwfile, "postgres", "postgres")
         pwfile.chmod(0o600)
-        as_pg: dict[str, Any] = {
-            "user": "postgres",
-            "group": "postgres",
-            "extra_groups": [],
-            "cwd": str(self.base),
-        }
         _run(
             [
                 str(bindir / "initdb"),
@@ -762,10 +809,21 @@ class Postgres:
                 f"--lc-ctype={initdb.get('localeCType', 'C')}",
             ],
             env={"PATH": "/usr/bin:/bin", "LANG": "C"},
-            **as_pg,
+            **self._as_postgres(),
         )
         pwfile.unlink()
         self.port = free_port()
+        self._cpus = cpus
+        self.resume()
+        self.psql(
+            'CREATE ROLE :"owner" LOGIN PASSWORD :\'pw\';\nCREATE DATABASE :"db" OWNER :"owner";\n',
+            variables={"owner": self.owner, "pw": self.password, "db": self.database},
+        )
+
+    def resume(self) -> None:
+        """Start the server on its data directory and port (first start, or again after stop())."""
+        bindir = postgres_bin()
+        assert bindir is not None
         params = {
             str(k): str(v)
             for k, v in (self.cluster["spec"].get("postgresql", {}).get("parameters") or {}).items()
@@ -773,75 +831,76 @@ class Postgres:
         params |= {
             "listen_addresses": "127.0.0.1",
             "port": str(self.port),
-            "unix_socket_directories": str(sock),
+            "unix_socket_directories": str(self.base / "sock"),
         }
-        argv = [str(bindir / "postgres"), "-D", str(data)]
+        argv = [str(bindir / "postgres"), "-D", str(self.base / "data")]
         for key, value in params.items():
             argv += ["-c", f"{key}={value}"]
-        if cpus:
-            argv = ["taskset", "-c", ",".join(map(str, cpus)), *argv]
-        self.proc = _spawn(
-            "postgres", argv, self.base.parent / "logs" / "postgres.log", env={"LANG": "C"}, **as_pg
-        )
-        _wait_line(self.proc, "database system is ready to accept connections", 60)
-        sql = 'CREATE ROLE :"owner" LOGIN PASSWORD :\'pw\';\nCREATE DATABASE :"db" OWNER :"owner";\n'
-        _run(
-            [
-                str(bindir / "psql"),
-                "-X",
-                "-q",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-h",
-                str(sock),
-                "-p",
-                str(self.port),
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-                "-v",
-                f"owner={self.owner}",
-                "-v",
-                f"pw={self.password}",
-                "-v",
-                f"db={self.database}",
-            ],
-            input=sql,
-            env={"PATH": "/usr/bin:/bin"},
-            **as_pg,
-        )
+        if self._cpus:
+            argv = ["taskset", "-c", ",".join(map(str, self._cpus)), *argv]
+        log = self.base.parent / "logs" / "postgres.log"
+        offset = log.stat().st_size if log.exists() else 0
+        self.proc = _spawn("postgres", argv, log, env={"LANG": "C"}, **self._as_postgres())
+        deadline = time.monotonic() + 60
+        while "database system is ready to accept connections" not in _read_from(log, offset):
+            if not self.proc.alive() or time.monotonic() > deadline:
+                raise LocalStackError(f"postgres did not become ready:\n{self.proc.log_tail()}")
+            time.sleep(0.05)
 
-    def max_connections(self) -> int:
+    def psql(
+        self, sql: str, *, database: str = "postgres", variables: Mapping[str, str] | None = None
+    ) -> str:
+        """Run SQL as the superuser over the Unix socket; returns psql's unaligned output."""
         bindir = postgres_bin()
         assert bindir is not None
-        done = _run(
-            [
-                str(bindir / "psql"),
-                "-X",
-                "-At",
-                "-h",
-                str(self.base / "sock"),
-                "-p",
-                str(self.port),
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-                "-c",
-                "SHOW max_connections",
-            ],
-            env={"PATH": "/usr/bin:/bin"},
-            user="postgres",
-            group="postgres",
-            extra_groups=[],
-            cwd=str(self.base),
+        argv = [str(bindir / "psql"), "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1"]
+        argv += ["-h", str(self.base / "sock"), "-p", str(self.port), "-U", "postgres", "-d", database]
+        for key, value in (variables or {}).items():
+            argv += ["-v", f"{key}={value}"]
+        return _run(argv, input=sql, env={"PATH": "/usr/bin:/bin"}, **self._as_postgres()).stdout
+
+    def max_connections(self) -> int:
+        return int(self.psql("SHOW max_connections").strip())
+
+    def connections(self) -> int:
+        """Client connections open to the application database now (pg_stat_activity)."""
+        return int(
+            self.psql(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = :'db'", variables={"db": self.database}
+            ).strip()
         )
-        return int(done.stdout.strip())
+
+    def reset_database(self) -> None:
+        """Drop the application database and create it empty again, as CNPG's initdb leaves it."""
+        self.psql(
+            'DROP DATABASE IF EXISTS :"db" WITH (FORCE);\nCREATE DATABASE :"db" OWNER :"owner";\n',
+            variables={"owner": self.owner, "db": self.database},
+        )
+
+    def _as_postgres(self) -> dict[str, Any]:
+        return {"user": "postgres", "group": "postgres", "extra_groups": [], "cwd": str(self.base)}
 
     def stop(self) -> None:
         if self.proc is not None:
             self.proc.stop(signal.SIGINT, grace=30)  # fast shutdown
+
+
+def _unused(directory: Path, name: str) -> str:
+    """`name`, or `name.2`, `name.3`... whichever does not exist in `directory` yet."""
+    found, k = name, 1
+    while (directory / found).exists():
+        k += 1
+        found = f"{name}.{k}"
+    return found
+
+
+def _read_from(path: Path, offset: int) -> str:
+    try:
+        with path.open("rb") as handle:
+            handle.seek(offset)
+            return handle.read().decode(errors="replace")
+    except OSError:
+        return ""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -855,6 +914,17 @@ class LocalStack:
     `args` replaces the main container's args and `env_overrides` is applied after the kubelet's
     resolution (both for the benchmark; the tests use the render untouched); `cpus` pins every
     process of the pod (and PostgreSQL unless `postgres_cpus` says otherwise) with taskset.
+
+    For fault tests: `kill()` signals the server's whole process tree at once; `stop_pod()`,
+    `start_pod()` and `restart_pod()` delete and create the pod as `strategy: Recreate` does (a new
+    network namespace, fresh emptyDirs, the init containers again; claims and database stay);
+    `postgres.stop()` / `postgres.resume()` take the database away and back;
+    `run_init_container(name)` runs one init container once more in the running pod;
+    `run_test_pod(name)` runs a `helm test` Pod of the render beside the server. `replica_of` makes
+    this a second pod of another stack's Deployment (its PostgreSQL, test secrets and claims are
+    shared, as two replicas share them), `init_containers` names the init containers to run (None:
+    all), `claim_ownership` = (uid, gid, mode) presents a new claim as a storage that ignores
+    fsGroup (NFS) would.
     """
 
     render_path: Path = DEFAULT_RENDER
@@ -867,6 +937,9 @@ class LocalStack:
     stream_logs: bool = False  # the main container's output to this terminal (make up)
     keep: bool = bool(os.environ.get("LOCALSTACK_KEEP"))
     namespace: str = NAMESPACE
+    replica_of: LocalStack | None = None
+    init_containers: Sequence[str] | None = None
+    claim_ownership: tuple[int, int, int] | None = None
 
     render: Render = field(init=False)
     deployment: Obj = field(init=False)
@@ -879,8 +952,14 @@ class LocalStack:
     server_env: dict[str, str] = field(init=False)
     server_argv: list[str] = field(init=False)
     init_logs: dict[str, str] = field(init=False, default_factory=dict)
+    init_exited_at: dict[str, float] = field(init=False, default_factory=dict)  # time.monotonic()
+    volumes: dict[str, tuple[Path, bool]] = field(init=False, default_factory=dict)  # the current pod's
+    pods_started: int = field(init=False, default=0)
+    _pod_dir: Path | None = field(init=False, default=None)
+    _hostname: str = field(init=False, default="")
     _pause: Proc | None = field(init=False, default=None)
     _forwarders: list[Proc] = field(init=False, default_factory=list)
+    _containers: list[Proc] = field(init=False, default_factory=list)  # every container run in the pod
     _started: bool = field(init=False, default=False)
 
     # -- facts -------------------------------------------------------------------------------
@@ -888,7 +967,10 @@ class LocalStack:
     def __post_init__(self) -> None:
         self.render = Render.load(Path(self.render_path), self.namespace)
         self.deployment = self.render.one("Deployment", self.deployment_name)
-        self.test_secrets = generate_test_secrets(self.render)
+        if self.replica_of is not None:
+            self.test_secrets = self.replica_of.test_secrets  # the same Vault
+        else:
+            self.test_secrets = generate_test_secrets(self.render)
         self.store = Store.build(self.render, self.test_secrets)
         self.services = services_of(self.render)
 
@@ -924,30 +1006,40 @@ class LocalStack:
 
     @property
     def pod_netns(self) -> str:
-        assert self._pause is not None
+        assert self._pause is not None, "no pod is running"
         return f"/proc/{self._pause.pid}/ns/net"
+
+    @property
+    def claims_dir(self) -> Path:
+        """Where the claims live on this machine (shared with `replica_of`); they outlive pods."""
+        return self.replica_of.claims_dir if self.replica_of is not None else self.base / "claims"
+
+    def volume_path(self, name: str) -> Path:
+        """The host directory behind the current pod's volume `name` (for a claim, the claim's)."""
+        return self.volumes[name][0]
 
     def in_pod(self, argv: Sequence[str]) -> list[str]:
         """argv run inside the pod's network namespace (e.g. a load generator without the port-forward)."""
         return ["nsenter", f"--net={self.pod_netns}", "--", *argv]
 
-    def resolved_env(self, container: Obj, where: str, image: Image, hostname: str) -> dict[str, str]:
-        uid = self._security(container)["runAsUser"]
+    def resolved_env(
+        self, container: Obj, where: str, image: Image, hostname: str, pod: Obj | None = None
+    ) -> dict[str, str]:
+        pod = self.pod if pod is None else pod
+        uid = self._security(container, pod)["runAsUser"]
         env = dict(image.env)
         env |= kubelet_env(
             container,
             self.store,
-            service_link_env(self.services, self.namespace)
-            if self.pod.get("enableServiceLinks", True)
-            else {},
+            service_link_env(self.services, self.namespace) if pod.get("enableServiceLinks", True) else {},
             where,
         )
         env.setdefault("HOSTNAME", hostname)
         env.setdefault("HOME", image.homes.get(uid, "/"))
         return env
 
-    def _security(self, container: Obj) -> dict[str, Any]:
-        pod_sc = self.pod.get("securityContext") or {}
+    def _security(self, container: Obj, pod: Obj | None = None) -> dict[str, Any]:
+        pod_sc = (self.pod if pod is None else pod).get("securityContext") or {}
         sc = {
             **{k: v for k, v in pod_sc.items() if k in ("runAsUser", "runAsGroup", "runAsNonRoot")},
             **(container.get("securityContext") or {}),
@@ -960,6 +1052,18 @@ class LocalStack:
             )
         return sc
 
+    def _target_port(self, port: Obj) -> int:
+        """A Service port's targetPort as a number (a name is looked up in the server's ports)."""
+        target = port.get("targetPort", port["port"])
+        if isinstance(target, int):
+            return target
+        for p in self.main_container.get("ports") or []:
+            if p.get("name") == target:
+                return int(p["containerPort"])
+        raise LocalStackError(
+            f"Service port {port.get('name')}: targetPort {target!r} names no container port"
+        )
+
     # -- lifecycle ---------------------------------------------------------------------------
 
     def __enter__(self) -> LocalStack:
@@ -969,7 +1073,8 @@ class LocalStack:
     def __exit__(self, *_exc: object) -> None:
         self.stop()
 
-    def start(self) -> None:
+    def start(self, pod: bool = True) -> None:
+        """PostgreSQL (unless shared through `replica_of`), then the pod unless `pod` is False."""
         preflight()
         if self.local_port is None:
             self.local_port = free_port()
@@ -980,15 +1085,17 @@ class LocalStack:
         (self.base / "logs").mkdir()
         self._started = True
         try:
-            self._start()
+            self._start_database()
+            if pod:
+                self.start_pod()
         except BaseException:
             self.stop()
             raise
 
-    def _start(self) -> None:
-        pod = self.pod
-        fs_group = (pod.get("securityContext") or {}).get("fsGroup")
-        volumes = materialize_volumes(pod, self.render, self.store, self.base, fs_group)
+    def _start_database(self) -> None:
+        if self.replica_of is not None:
+            self.postgres = self.replica_of.postgres
+            return
         cluster = self._cluster()
         initdb = cluster["spec"]["bootstrap"]["initdb"]
         cname = cluster["metadata"]["name"]
@@ -1004,25 +1111,53 @@ class LocalStack:
         self.postgres = Postgres(cluster, initdb["owner"], creds["password"].decode(), self.base / "postgres")
         self.postgres.start(self.postgres_cpus if self.postgres_cpus is not None else self.cpus)
 
-        hostname = f"{self.deployment_name}-localstack-{secrets.token_hex(3)}"
+    def start_pod(self, ready_timeout: float = 300) -> None:
+        """Create the pod: namespaces, volumes, Service forwarders and the port-forward, the init
+        containers in order (each must exit 0), then the server; returns once it is ready."""
+        if self._pause is not None:
+            raise LocalStackError("a pod is running already: stop_pod() first")
+        self.pods_started += 1
+        self._pod_dir = self.base / f"pod-{self.pods_started}"
+        (self._pod_dir / "logs").mkdir(parents=True)
+        pod = self.pod
+        fs_group = (pod.get("securityContext") or {}).get("fsGroup")
+        self.volumes = materialize_volumes(
+            pod,
+            self.render,
+            self.store,
+            self._pod_dir,
+            fs_group,
+            claims=self.claims_dir,
+            claim_ownership=self.claim_ownership,
+        )
+        self.init_logs, self.init_exited_at = {}, {}
+        self._hostname = f"{self.deployment_name}-localstack-{secrets.token_hex(3)}"
         self._pause = _spawn(
             "pause",
-            ["unshare", "--net", "--uts", "--", sys.executable, __file__, "_pause", hostname],
-            self.base / "logs" / "pause.log",
+            ["unshare", "--net", "--uts", "--", sys.executable, __file__, "_pause", self._hostname],
+            self._pod_dir / "logs" / "pause.log",
         )
         _wait_line(self._pause, "ready", 20)
-        self._write_network_files(hostname)
+        self._write_network_files()
+        cluster_name = self._cluster()["metadata"]["name"]
+        own = self.render.service_for(self.deployment)
         for svc in self.services:
-            if (
-                svc.name == f"{cluster['metadata']['name']}-rw"
-                or svc.name == f"{cluster['metadata']['name']}-r"
-            ):
+            if svc.name in (f"{cluster_name}-rw", f"{cluster_name}-r"):
                 self._forward(
                     f"{svc.address}:5432",
                     f"127.0.0.1:{self.postgres.port}",
                     listen_ns=self.pod_netns,
                     name=f"service-{svc.name}",
                 )
+            elif svc.name == own["metadata"]["name"] and svc.namespace == self.namespace:
+                for port in own["spec"]["ports"]:  # its endpoint: this pod
+                    self._forward(
+                        f"{svc.address}:{port['port']}",
+                        f"127.0.0.1:{self._target_port(port)}",
+                        listen_ns=self.pod_netns,
+                        connect_ns=self.pod_netns,
+                        name=f"service-{svc.name}-{port['port']}",
+                    )
         self._forward(
             f"127.0.0.1:{self.local_port}",
             f"127.0.0.1:{self.container_port}",
@@ -1031,22 +1166,84 @@ class LocalStack:
         )
 
         for i, c in enumerate(pod.get("initContainers", [])):
+            if self.init_containers is not None and c["name"] not in self.init_containers:
+                continue
             where = f"spec.template.spec.initContainers[{i}] ({c['name']})"
-            proc = self._run_container(c, where, volumes, hostname)
+            proc = self._run_container(c, where, self.volumes)
             try:
                 code = proc.popen.wait(600)
             except subprocess.TimeoutExpired:
                 proc.stop(signal.SIGKILL, 1)
                 raise LocalStackError(f"{where}: still running after 600 s:\n{proc.log_tail()}") from None
+            self.init_exited_at[c["name"]] = time.monotonic()
             self.init_logs[c["name"]] = proc.log.read_text(errors="replace") if proc.log else ""
             if code != 0:
                 raise LocalStackError(f"{where}: exited {code}:\n{proc.log_tail()}")
         if len(pod["containers"]) != 1:
             raise LocalStackError("spec.template.spec.containers: only a single-container pod is supported")
         self.server = self._run_container(
-            pod["containers"][0], "spec.template.spec.containers[0] (mlflow)", volumes, hostname, main=True
+            pod["containers"][0], "spec.template.spec.containers[0] (mlflow)", self.volumes, main=True
         )
-        self._wait_ready()
+        self._wait_ready(ready_timeout)
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Signal every process of the server at once (an OOM kill, `kill -9` of the container).
+        The rest of the pod stays until stop_pod() or restart_pod()."""
+        self.server.kill_tree(sig)
+
+    def stop_pod(self) -> None:
+        """Delete the pod: SIGTERM to the server and SIGKILL after terminationGracePeriodSeconds,
+        then every other container, the forwarders and the namespaces. Claims and database stay."""
+        grace = float(self.pod.get("terminationGracePeriodSeconds", 30))
+        if getattr(self, "server", None) is not None:
+            self.server.stop(signal.SIGTERM, grace)
+        for proc in [*self._containers, *self._forwarders]:
+            proc.stop(signal.SIGTERM, 5)
+        self._containers, self._forwarders = [], []
+        if self._pause is not None:
+            self._pause.stop(signal.SIGTERM, 5)
+            self._pause = None
+        if self._pod_dir is not None:
+            for vol in [*self._pod_dir.glob("volumes/*"), *self._pod_dir.glob("test-pods/*/volumes/*")]:
+                if os.path.ismount(vol):
+                    subprocess.run(["umount", "-l", str(vol)], check=False)
+
+    def restart_pod(self, ready_timeout: float = 300) -> None:
+        """What `strategy: Recreate` does: the old pod is gone before the new one starts (from its
+        init containers, on the same claims and database)."""
+        self.stop_pod()
+        self.start_pod(ready_timeout)
+
+    def run_init_container(self, name: str) -> Proc:
+        """Start the init container `name` once more in the running pod and return without waiting
+        (the kubelet retrying it, or the same container of another pod)."""
+        for i, c in enumerate(self.pod.get("initContainers", [])):
+            if c["name"] == name:
+                return self._run_container(
+                    c, f"spec.template.spec.initContainers[{i}] ({name})", self.volumes
+                )
+        raise LocalStackError(f"Deployment {self.deployment_name} has no init container {name!r}")
+
+    def run_test_pod(self, name: str, timeout: float = 300) -> tuple[int, str]:
+        """Run the render's Pod `name` (a `helm test` hook) to completion beside the server: its own
+        volumes, env and securityContext, in this pod's network namespace, where the Services resolve
+        and forward as in the cluster. Returns (exit code, output)."""
+        spec = dict(self.render.one("Pod", name)["spec"])
+        if len(spec.get("containers", [])) != 1 or spec.get("initContainers"):
+            raise LocalStackError(f"Pod {name}: only a single container and no init containers are supported")
+        assert self._pod_dir is not None, "no pod is running"
+        base = self._pod_dir / "test-pods" / _unused(self._pod_dir / "test-pods", name)
+        fs_group = (spec.get("securityContext") or {}).get("fsGroup")
+        volumes = materialize_volumes(spec, self.render, self.store, base, fs_group, claims=self.claims_dir)
+        proc = self._run_container(spec["containers"][0], f"Pod {name} spec.containers[0]", volumes, pod=spec)
+        try:
+            code = proc.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.stop(signal.SIGKILL, 1)
+            raise LocalStackError(
+                f"Pod {name}: still running after {timeout:.0f} s:\n{proc.log_tail()}"
+            ) from None
+        return code, proc.log.read_text(errors="replace") if proc.log else ""
 
     def _cluster(self) -> Obj:
         where = "spec.template.spec.containers[0]"
@@ -1060,12 +1257,13 @@ class LocalStack:
             return clusters[0]
         raise LocalStackError(f"{self.render.path}: cannot tell which CNPG Cluster backs PGHOST={pghost!r}")
 
-    def _write_network_files(self, hostname: str) -> None:
+    def _write_network_files(self) -> None:
+        assert self._pod_dir is not None
         lines = [
             "# Kubernetes-managed hosts file (mlflow-localstack).",
             "127.0.0.1\tlocalhost",
             "::1\tlocalhost ip6-localhost ip6-loopback",
-            f"127.0.0.1\t{hostname}",
+            f"127.0.0.1\t{self._hostname}",
         ]
         for svc in self.services:
             names = [
@@ -1075,14 +1273,14 @@ class LocalStack:
                 f"{svc.name}.{svc.namespace}.svc.{CLUSTER_DOMAIN}",
             ]
             lines.append(f"{svc.address}\t{' '.join(names)}")
-        (self.base / "hosts").write_text("\n".join(lines) + "\n")
+        (self._pod_dir / "hosts").write_text("\n".join(lines) + "\n")
         ns = self.namespace
-        (self.base / "resolv.conf").write_text(
+        (self._pod_dir / "resolv.conf").write_text(
             f"search {ns}.svc.{CLUSTER_DOMAIN} svc.{CLUSTER_DOMAIN} {CLUSTER_DOMAIN}\n"
             "nameserver 127.0.0.1\noptions ndots:5\n"
         )
         for name in ("hosts", "resolv.conf"):
-            (self.base / name).chmod(0o644)
+            (self._pod_dir / name).chmod(0o644)
 
     def _forward(
         self,
@@ -1093,6 +1291,7 @@ class LocalStack:
         listen_ns: str | None = None,
         connect_ns: str | None = None,
     ) -> None:
+        assert self._pod_dir is not None
         argv = [sys.executable, __file__, "_forward", listen, connect]
         if listen_ns:
             argv += ["--listen-ns", listen_ns]
@@ -1100,7 +1299,7 @@ class LocalStack:
             argv += ["--connect-ns", connect_ns]
         if self.cpus:
             argv = ["taskset", "-c", ",".join(map(str, self.cpus)), *argv]
-        proc = _spawn(name, argv, self.base / "logs" / f"{name}.log")
+        proc = _spawn(name, argv, self._pod_dir / "logs" / f"{name}.log")
         self._forwarders.append(proc)
         _wait_line(proc, "ready", 20)
 
@@ -1109,13 +1308,17 @@ class LocalStack:
         c: Obj,
         where: str,
         volumes: Mapping[str, tuple[Path, bool]],
-        hostname: str,
         *,
         main: bool = False,
+        pod: Obj | None = None,
     ) -> Proc:
+        """Start one container in the pod's namespaces; `pod` is the spec it belongs to (default:
+        the Deployment's), whose securityContext applies."""
+        assert self._pod_dir is not None, "no pod is running"
+        pod = self.pod if pod is None else pod
         image = image_of(c, where)
-        sc = self._security(c)
-        env = self.resolved_env(c, where, image, hostname)
+        sc = self._security(c, pod)
+        env = self.resolved_env(c, where, image, self._hostname, pod)
         argv_src = dict(c)
         if main and self.args is not None:
             argv_src["args"] = list(self.args)
@@ -1141,17 +1344,18 @@ class LocalStack:
                         f"{where}: the volume at {m.target} would hide {path}, the image's stand-in "
                         f"Python: put the venv elsewhere (LOCALSTACK_VENV, make VENV=)"
                     )
-        pod_sc = self.pod.get("securityContext") or {}
+        pod_sc = pod.get("securityContext") or {}
         groups = sorted(
             {*([pod_sc["fsGroup"]] if "fsGroup" in pod_sc else []), *pod_sc.get("supplementalGroups", [])}
         )
         drops = [d.upper() for d in (sc.get("capabilities") or {}).get("drop", [])]
+        run = _unused(self._pod_dir / "ns", c["name"])  # a rerun gets its own scratch and log
         spec = {
-            "scratch": str(self.base / "ns" / c["name"]),
+            "scratch": str(self._pod_dir / "ns" / run),
             "mounts": [m.__dict__ for m in mounts],
             "files": {
-                "/etc/hosts": str(self.base / "hosts"),
-                "/etc/resolv.conf": str(self.base / "resolv.conf"),
+                "/etc/hosts": str(self._pod_dir / "hosts"),
+                "/etc/resolv.conf": str(self._pod_dir / "resolv.conf"),
             },
             "host_paths": host_paths,
             "dirs": [list(d) for d in image.dirs],
@@ -1167,8 +1371,8 @@ class LocalStack:
             "argv": argv,
             "env": env,
         }
-        (self.base / "ns" / c["name"]).mkdir(parents=True)
-        spec_file = self.base / "ns" / f"{c['name']}.json"
+        (self._pod_dir / "ns" / run).mkdir(parents=True)
+        spec_file = self._pod_dir / "ns" / f"{run}.json"
         spec_file.write_text(json.dumps(spec))
         spec_file.chmod(0o600)
         launcher = [
@@ -1188,11 +1392,11 @@ class LocalStack:
         ]
         if self.cpus:
             launcher = ["taskset", "-c", ",".join(map(str, self.cpus)), *launcher]
-        proc = _spawn(
-            c["name"], launcher, self.base / "logs" / f"{c['name']}.log", stream=main and self.stream_logs
-        )
+        proc = _spawn(run, launcher, self._pod_dir / "logs" / f"{run}.log", stream=main and self.stream_logs)
         if main:
             self.server_env, self.server_argv = env, argv
+        else:
+            self._containers.append(proc)
         return proc
 
     def _wait_ready(self, timeout: float = 300) -> None:
@@ -1219,21 +1423,12 @@ class LocalStack:
         if not self._started:
             return
         self._started = False
-        grace = float(self.pod.get("terminationGracePeriodSeconds", 30))
-        if getattr(self, "server", None) is not None:
-            self.server.stop(signal.SIGTERM, grace)
-        for fwd in self._forwarders:
-            fwd.stop(signal.SIGTERM, 5)
-        if self._pause is not None:
-            self._pause.stop(signal.SIGTERM, 5)
-        if getattr(self, "postgres", None) is not None:
+        self.stop_pod()
+        if self.replica_of is None and getattr(self, "postgres", None) is not None:
             self.postgres.stop()
         if self.keep:
             print(f"localstack: kept {self.base}", file=sys.stderr)
             return
-        for vol in (self.base / "volumes").glob("*"):
-            if os.path.ismount(vol):
-                subprocess.run(["umount", "-l", str(vol)], check=False)
         shutil.rmtree(self.base, ignore_errors=True)
 
 

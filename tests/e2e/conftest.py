@@ -8,10 +8,9 @@ installs them.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -20,9 +19,10 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import localstack  # noqa: E402
+from pods import RENDER, unavailable  # noqa: E402
 
-RENDER = Path(os.environ.get("E2E_RENDER", str(localstack.DEFAULT_RENDER)))
 STATS: dict[str, str] = {}
+FIGURES: list[str] = []  # one line per fault or load test: what it did and what it lost
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -36,12 +36,21 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.write_sep("-", "e2e harness")
         for key, value in STATS.items():
             terminalreporter.write_line(f"{key}: {value}")
+    if FIGURES:
+        terminalreporter.write_sep("-", "e2e faults and load")
+        for line in FIGURES:
+            terminalreporter.write_line(line)
 
 
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"e2e prerequisites missing under CI: {reason}", pytrace=False)
-    pytest.skip(reason)
+@pytest.fixture
+def figures(request: pytest.FixtureRequest) -> Callable[[str], None]:
+    """Record a test's one-line summary (clients, writes, faults, losses) for the terminal summary."""
+
+    def record(line: str) -> None:
+        FIGURES.append(f"{request.node.name}: {line}")
+        print(line)
+
+    return record
 
 
 @pytest.fixture(scope="session")
@@ -49,7 +58,7 @@ def stack() -> Iterator[localstack.LocalStack]:
     try:
         localstack.preflight()
     except localstack.LocalStackError as err:
-        _unavailable(str(err))
+        unavailable(str(err))
     pod = localstack.LocalStack(RENDER)
     started = time.monotonic()
     pod.start()  # stops what it started if it fails

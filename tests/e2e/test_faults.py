@@ -1,0 +1,389 @@
+"""Faults under load, each on a pod of its own (scripts/localstack.py) with the shipped settings:
+the server SIGKILLed mid-load and the pod recreated, PostgreSQL restarted mid-load, the pod started
+while the database is down (it comes back; it never does).
+
+The clients and their retry semantics are in workload.py: a write is retried until acknowledged,
+and every write is idempotent, so whatever was acknowledged, before or after a fault, must be on
+the server exactly once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+import localstack
+from pods import own_stack
+from workload import (
+    MIB,
+    Generated,
+    Ledger,
+    Reader,
+    RunPlan,
+    compare,
+    digest,
+    facts,
+    join_all,
+    plan,
+    run_clients,
+    tally,
+    wait_for,
+)
+
+pytestmark = pytest.mark.e2e
+
+CLIENTS = 32
+RUNS_PER_CLIENT = 3
+BIG = 200 * MIB  # the upload the SIGKILL interrupts
+HOLD_AT = 16 * MIB  # ... stalled after this many bytes, so that the kill finds it mid-way
+PARTIAL = ".artifact.uploading."
+MIGRATION = "mlflow-db-migration"
+CLEANUP = "remove-partial-uploads"
+DOWN = 3.0  # seconds PostgreSQL stays down in the restart
+DOWN_AT_START = 5.0  # seconds the database is still down after the pod starts
+RECOVERY_BOUND = 15.0  # the first write acknowledged after PostgreSQL is back, at the latest
+MIGRATION_NOTICES = 15.0  # its next attempt comes within the pending sleep (6.3 s after 5 s down)
+MIGRATION_RETRIES = 9  # create_sqlalchemy_engine_with_retry: 10 attempts, 9 sleeps
+RETRY_SLEEPS = sum(0.1 * (2**a - 1) for a in range(1, MIGRATION_RETRIES + 1))  # 101.3 s
+GIVE_UP_BOUND = 150.0
+
+
+def _sha256(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def _files(root: Path) -> Iterator[Path]:
+    return (p for p in root.rglob("*") if p.is_file())
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:  # renamed into place meanwhile
+        return -1
+
+
+def _quarter_acked(ledger: Ledger) -> bool:
+    """A quarter of the planned writes acknowledged: mid-load."""
+    planned = CLIENTS * RUNS_PER_CLIENT * 6 + CLIENTS  # create, 2 batches, 2 artifacts, finish; 1 MiB each
+    return len(ledger.acked) * 4 >= planned
+
+
+# ------------------------------------------------------------------------------------------------
+# SIGKILL of the server mid-load, then the pod recreated (strategy: Recreate)
+
+
+@dataclass
+class Killed:
+    expected: Counter[tuple[str, ...]]
+    observed: Counter[tuple[str, ...]]
+    statuses: Counter[str]
+    plans: dict[str, RunPlan]
+    ledger: Ledger
+    acked_before_kill: list[tuple[str, str]]
+    partials: dict[Path, int]  # left by the kill: path -> size
+    partials_after_restart: list[Path]
+    complete_at_kill: dict[Path, str | None]  # every finished file at the kill -> sha256
+    complete_after_restart: dict[Path, str | None]
+    cleanup_log: str
+    claim: Path
+    restart_seconds: float
+    seconds: float
+
+
+@pytest.fixture(scope="module")
+def killed_mid_load() -> Iterator[Killed]:
+    """32 clients plus one uploading 200 MiB; the server's process tree SIGKILLed once a quarter of
+    the writes are acknowledged and the big upload is stalled part-way; the pod recreated; the
+    clients retry through it all."""
+    with own_stack() as stack:
+        reader = Reader(stack.url, stack.route_host)
+        experiment = reader.create_experiment(f"sigkill-{uuid.uuid4().hex[:8]}")
+        resume = threading.Event()
+        big = RunPlan(
+            "sigkill-big",
+            {},
+            {},
+            (),
+            {"big/blob.bin": Generated(BIG, seed=7, hold_at=HOLD_AT, resume=resume)},
+        )
+        plans = plan(CLIENTS, RUNS_PER_CLIENT, prefix="sigkill", seed=1)
+        ledger = Ledger()
+        claim = stack.volume_path("artifacts")
+
+        def big_upload_stalled() -> bool:
+            return any(p.name.startswith(PARTIAL) and _size(p) >= MIB for p in _files(claim))
+
+        started = time.monotonic()
+        threads = run_clients(stack.url, stack.route_host, experiment, [*plans, [big]], ledger)
+        try:
+            wait_for(
+                lambda: _quarter_acked(ledger) and big_upload_stalled(),
+                120,
+                "a quarter acked, the big upload under way",
+            )
+            killed_at = time.monotonic()
+            stack.kill()
+            partials = {p: p.stat().st_size for p in _files(claim) if p.name.startswith(PARTIAL)}
+            complete = {p: _sha256(p) for p in _files(claim) if not p.name.startswith(PARTIAL)}
+            resume.set()
+            restarting = time.monotonic()
+            stack.restart_pod()
+            restart_seconds = time.monotonic() - restarting
+            after = [p for p in partials if p.exists()]
+            complete_after = {p: _sha256(p) for p in complete}
+        finally:
+            resume.set()
+            join_all(threads, 300)
+        seconds = time.monotonic() - started
+        observed, statuses = reader.experiment_facts(experiment)
+        all_plans = [*(p for runs in plans for p in runs), big]
+        yield Killed(
+            expected=facts(all_plans),
+            observed=observed,
+            statuses=statuses,
+            plans={p.name: p for p in all_plans},
+            ledger=ledger,
+            acked_before_kill=ledger.acked_before(killed_at),
+            partials=partials,
+            partials_after_restart=after,
+            complete_at_kill=complete,
+            complete_after_restart=complete_after,
+            cleanup_log=stack.init_logs.get(CLEANUP, ""),
+            claim=claim,
+            restart_seconds=restart_seconds,
+            seconds=seconds,
+        )
+
+
+def test_sigkill_mid_load_loses_no_acknowledged_write(
+    killed_mid_load: Killed, figures: Callable[[str], None]
+) -> None:
+    k = killed_mid_load
+    before = [f for run, what in k.acked_before_kill for f in k.plans[run].facts_of(what)]
+    lost_before = [f for f in before if k.observed[f] != 1]
+    problems = compare(k.expected, k.observed)
+    counts = tally(k.expected)
+    figures(
+        f"clients={CLIENTS}+1 (200 MiB upload) runs={counts['run']} writes acked={len(k.ledger.acked)} "
+        f"facts={sum(k.expected.values())}; faults=1 SIGKILL of the server tree + pod recreated in "
+        f"{k.restart_seconds:.1f} s; acked before the kill={len(k.acked_before_kill)} writes "
+        f"({len(before)} facts), lost={len(lost_before)}; retried after the kill={len(k.ledger.retried)} "
+        f"writes (runs adopted={len(k.ledger.adopted)}), landed other than once={len(problems)}; "
+        f"checksum expected {digest(k.expected)} stored {digest(k.observed)}; "
+        f"answers={dict(k.ledger.answers)}; {k.seconds:.1f} s"
+    )
+    assert k.acked_before_kill and k.ledger.retried, "the kill did not fall mid-load"
+    assert not lost_before, f"acknowledged before the kill, then missing or duplicated: {lost_before[:10]}"
+    assert not k.ledger.refused and not k.ledger.given_up, (k.ledger.refused[:5], k.ledger.given_up[:5])
+    assert not problems, "\n".join(problems[:20])
+    assert k.statuses == Counter({"FINISHED": counts["run"]})
+
+
+def test_partial_uploads_left_by_sigkill_are_removed_when_the_pod_is_recreated(
+    killed_mid_load: Killed, figures: Callable[[str], None]
+) -> None:
+    k = killed_mid_load
+    changed = [p for p, sha in k.complete_at_kill.items() if k.complete_after_restart[p] != sha]
+    figures(
+        f"partial uploads after the kill: {len(k.partials)} "
+        f"({', '.join(f'{s / MIB:.0f} MiB' for s in sorted(k.partials.values(), reverse=True)[:3])}); "
+        f"after the recreated pod's {CLEANUP}: {len(k.partials_after_restart)}; complete files at the kill "
+        f"{len(k.complete_at_kill)}, changed since {len(changed)}"
+    )
+    assert any(size >= MIB for size in k.partials.values()), f"no partial big upload: {k.partials}"
+    assert not k.partials_after_restart, f"left after the init container ran: {k.partials_after_restart}"
+    for path in k.partials:  # the init container names what it deletes (`find -print -delete`)
+        assert f"/mlflow/artifacts/{path.relative_to(k.claim)}" in k.cleanup_log
+    assert not changed, f"complete artifacts changed or vanished: {changed[:5]}"
+
+
+# ------------------------------------------------------------------------------------------------
+# PostgreSQL restarted mid-load; the pod started while the database is down
+
+
+@dataclass
+class Outage:
+    expected: Counter[tuple[str, ...]]
+    observed: Counter[tuple[str, ...]]
+    ledger: Ledger
+    answers_during: Counter[str]
+    server_pids: tuple[int, int]
+    server_alive: bool
+    back_at: float
+    first_ack_after: float | None
+    seconds: float
+
+
+@pytest.fixture(scope="module")
+def outage_stack() -> Iterator[localstack.LocalStack]:
+    with own_stack() as stack:
+        yield stack
+
+
+@pytest.fixture(scope="module")
+def postgres_restarted_mid_load(outage_stack: localstack.LocalStack) -> Outage:
+    stack = outage_stack
+    reader = Reader(stack.url, stack.route_host)
+    experiment = reader.create_experiment(f"pg-restart-{uuid.uuid4().hex[:8]}")
+    plans = plan(CLIENTS, RUNS_PER_CLIENT, prefix="pg-restart", seed=2)
+    ledger = Ledger()
+    started = time.monotonic()
+    threads = run_clients(stack.url, stack.route_host, experiment, plans, ledger)
+    try:
+        wait_for(lambda: _quarter_acked(ledger), 120, "a quarter of the writes acknowledged")
+        pid = stack.server.pid
+        answers = Counter(ledger.answers)
+        stack.postgres.stop()  # fast shutdown: every backend terminated
+        time.sleep(DOWN)
+        stack.postgres.resume()
+        back_at = time.monotonic()
+        answers_during = Counter(ledger.answers) - answers
+    finally:
+        join_all(threads, 300)
+    seconds = time.monotonic() - started
+    observed, _ = reader.experiment_facts(experiment)
+    return Outage(
+        expected=facts([p for runs in plans for p in runs]),
+        observed=observed,
+        ledger=ledger,
+        answers_during=answers_during,
+        server_pids=(pid, stack.server.pid),
+        server_alive=stack.server.alive(),
+        back_at=back_at,
+        first_ack_after=min((t for t, _run, _what in ledger.acked if t >= back_at), default=None),
+        seconds=seconds,
+    )
+
+
+def test_server_recovers_from_a_database_restart_without_restarting(
+    postgres_restarted_mid_load: Outage, figures: Callable[[str], None]
+) -> None:
+    o = postgres_restarted_mid_load
+    recovery = None if o.first_ack_after is None else o.first_ack_after - o.back_at
+    figures(
+        f"PostgreSQL down {DOWN:.0f} s mid-load: answers meanwhile {dict(o.answers_during)}; server pid "
+        f"{o.server_pids[0]} -> {o.server_pids[1]}; first write acknowledged "
+        f"{'never' if recovery is None else f'{recovery:.2f} s'} after PostgreSQL was back"
+    )
+    assert o.server_alive and o.server_pids[0] == o.server_pids[1], "the server restarted"
+    assert recovery is not None and recovery <= RECOVERY_BOUND
+
+
+def test_database_restart_mid_load_loses_no_acknowledged_write(
+    postgres_restarted_mid_load: Outage, figures: Callable[[str], None]
+) -> None:
+    o = postgres_restarted_mid_load
+    problems = compare(o.expected, o.observed)
+    counts = tally(o.expected)
+    figures(
+        f"clients={CLIENTS} runs={counts['run']} writes acked={len(o.ledger.acked)} "
+        f"facts={sum(o.expected.values())}; faults=1 PostgreSQL restart; retried={len(o.ledger.retried)} "
+        f"(runs adopted={len(o.ledger.adopted)}); refused={len(o.ledger.refused)}; "
+        f"lost or duplicated={len(problems)}; answers={dict(o.ledger.answers)}; "
+        f"{o.seconds:.1f} s"
+    )
+    assert not o.ledger.refused, o.ledger.refused[:5]
+    assert not o.ledger.given_up, o.ledger.given_up[:5]
+    assert not problems, "\n".join(problems[:20])
+
+
+def test_migration_waits_for_a_database_that_comes_back(
+    outage_stack: localstack.LocalStack, figures: Callable[[str], None]
+) -> None:
+    """The pod recreated while PostgreSQL is down; it is back after a few seconds: the migration
+    init container (the chart's connection check) succeeds on its next attempt, the server starts."""
+    stack = outage_stack
+    errors: list[str] = []
+
+    def recreate() -> None:
+        try:
+            stack.restart_pod()
+        except localstack.LocalStackError as err:
+            errors.append(str(err))
+
+    stack.postgres.stop()
+    started = time.monotonic()
+    pod = threading.Thread(target=recreate)
+    pod.start()
+    time.sleep(DOWN_AT_START)
+    stack.postgres.resume()
+    back_at = time.monotonic()
+    pod.join(120)
+    assert not pod.is_alive(), "the pod did not start within 120 s of the database coming back"
+    assert not errors, errors[0]
+    retries = stack.init_logs[MIGRATION].count("Operation will be retried in")
+    migrated = stack.init_exited_at[MIGRATION] - back_at
+    figures(
+        f"database down for the first {DOWN_AT_START:.0f} s of the pod: {MIGRATION} retried {retries} times, "
+        f"exited 0 {migrated:.1f} s after the database was back; server ready "
+        f"{time.monotonic() - back_at:.1f} s after ({time.monotonic() - started:.1f} s from pod start)"
+    )
+    assert retries >= 1, "the migration never found the database down"
+    assert migrated <= MIGRATION_NOTICES, "the migration did not notice the database was back"
+    assert Reader(stack.url, stack.route_host).create_experiment(f"after-{uuid.uuid4().hex[:8]}")
+
+
+@dataclass
+class GiveUp:
+    started: float
+    ended: float | None = None
+    error: str = ""
+    log: str = ""
+    thread: threading.Thread = field(init=False)
+
+
+GIVE_UP_TEST = "test_migration_gives_up_in_bounded_time_when_the_database_stays_down"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def database_never_returns(request: pytest.FixtureRequest) -> Iterator[GiveUp | None]:
+    """A pod started on a database that never comes back, from the start of this module: its
+    ~100 s of retries run behind the other tests here (it mostly sleeps)."""
+    if not any(item.name == GIVE_UP_TEST for item in request.session.items):
+        yield None
+        return
+    with own_stack(with_pod=False) as stack:
+        stack.postgres.stop()
+        result = GiveUp(started=time.monotonic())
+
+        def start() -> None:
+            try:
+                stack.start_pod()
+            except localstack.LocalStackError as err:
+                result.error = str(err)
+            result.log = stack.init_logs.get(MIGRATION, "")
+            result.ended = time.monotonic()
+
+        result.thread = threading.Thread(target=start, daemon=True)
+        result.thread.start()
+        yield result
+
+
+def test_migration_gives_up_in_bounded_time_when_the_database_stays_down(
+    database_never_returns: GiveUp | None, figures: Callable[[str], None]
+) -> None:
+    g = database_never_returns
+    assert g is not None
+    g.thread.join(max(0.0, g.started + GIVE_UP_BOUND + 30 - time.monotonic()))
+    assert g.ended is not None, f"the pod was still starting {GIVE_UP_BOUND + 30:.0f} s after"
+    elapsed = g.ended - g.started
+    retries = g.log.count("Operation will be retried in")
+    figures(
+        f"database never back: {MIGRATION} gave up after {retries + 1} attempts, {elapsed:.1f} s after "
+        f"the pod started (MLflow's sleeps: {RETRY_SLEEPS:.1f} s); the kubelet then restarts it with backoff"
+    )
+    assert f"({MIGRATION}): exited 1" in g.error, g.error or "the pod started"
+    assert retries == MIGRATION_RETRIES
+    assert RETRY_SLEEPS <= elapsed <= GIVE_UP_BOUND
