@@ -71,3 +71,17 @@ up: e2e-deps ## Serve rendered/$(ENV).yaml's MLflow on 127.0.0.1:$(UP_PORT) (Ctr
 .PHONY: apiserver
 apiserver: ## Build the pinned kube-apiserver and etcd into ./bin (for tests/api).
 	$(PYTHON) scripts/apiserver_build.py
+
+# Capacity (scripts/bench.py): the rendered server pinned to one CPU, its variants and MLflow's own
+# defaults, against PostgreSQL through scripts/localstack.py; about 15 min, not part of `make test`.
+# Writes bench/results.json, bench/results.png and README's Capacity table.
+# BENCH_ARGS=--quick: short phases into a temp dir; BENCH_ARGS="--only shipped,defaults": a subset.
+BENCH_ARGS ?=
+
+$(VENV)/.bench-installed: $(VENV)/.e2e-installed requirements-bench.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-bench.txt
+	touch $@
+
+.PHONY: bench
+bench: e2e-deps $(VENV)/.bench-installed ## Measure capacity on one CPU (bench/, README Capacity).
+	$(PY) scripts/bench.py $(BENCH_ARGS)
