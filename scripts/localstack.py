@@ -49,7 +49,7 @@ How the pod is mapped onto the machine (needs root; fails loudly otherwise):
   must equal its mlflow version; the image's PATH with the venv's bin first, so `mlflow` and
   `python` are the venv's; directories above the venv's interpreter that the pod's uid cannot
   traverse, such as a pyenv under /root, get o+x in the container's view only; a venv under a
-  volume's path, e.g. /tmp, is refused);
+  volume's path, e.g. a checkout under /tmp, is bind-mounted again, read-only, over that volume);
   `busybox:<tag>` -> Debian's busybox, with /bin/sh replaced by busybox ash inside the overlay
   (the dbchecker script uses `[[` and `function`) and busybox's applets first on PATH; `find`
   and `nc` are GNU find and OpenBSD netcat, because Debian builds busybox without `find -delete`
@@ -1337,13 +1337,6 @@ class LocalStack:
         elif cmd not in image.commands:
             raise LocalStackError(f"{where}.command {cmd!r}: not a command known of image {image.repository}")
         host_paths = sorted({str(VENV.resolve()), str(Path(sys.base_prefix).resolve())})
-        for path in host_paths:
-            for m in mounts:
-                if path == m.target or path.startswith(m.target.rstrip("/") + "/"):
-                    raise LocalStackError(
-                        f"{where}: the volume at {m.target} would hide {path}, the image's stand-in "
-                        f"Python: put the venv elsewhere (LOCALSTACK_VENV, make VENV=)"
-                    )
         pod_sc = pod.get("securityContext") or {}
         groups = sorted(
             {*([pod_sc["fsGroup"]] if "fsGroup" in pod_sc else []), *pod_sc.get("supplementalGroups", [])}
@@ -1618,6 +1611,12 @@ def _cmd_enter(spec_file: str) -> None:
         mount("--bind", m["source"], str(target))
         if m["readonly"]:
             mount("-o", "remount,bind,ro", str(target))
+    for path in spec["host_paths"]:  # a volume over the stand-in Python (a checkout under /tmp): show it again
+        if any(path == m["target"] or path.startswith(m["target"].rstrip("/") + "/") for m in spec["mounts"]):
+            view = root / path.lstrip("/")
+            view.mkdir(parents=True, exist_ok=True)
+            mount("--rbind", path, str(view))
+            mount("-o", "remount,bind,ro", str(view))
     if spec["read_only_root"]:
         mount("-o", "remount,bind,ro", str(root))
     os.chroot(root)
