@@ -44,6 +44,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -291,7 +292,7 @@ def tables(results: Mapping[str, Any]) -> str:
         f"connections under {targets.connections} (half of max_connections), no 4xx/5xx at {top} "
         f"clients, `/health` p95 under the liveness probe timeout ({targets.health_timeout_s:g} s)."
     )
-    return f"{head}\n\n{t1}\n\n{t2}\n\n{legend}\n"
+    return f"{textwrap.fill(head, 100)}\n\n{t1}\n\n{t2}\n\n{textwrap.fill(legend, 100)}\n"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -817,7 +818,7 @@ def configurations(render: Path, baseline: Path | None) -> list[Config]:
         ),
     ]
     if baseline is not None:
-        out.append(Config("previous", baseline, note="the render before this change (git)"))
+        out.append(Config("previous", baseline, note=f"the render of git {baseline.stem.split('@', 1)[1]}"))
     for workers in (1, 2, 4):
         for jobs in (False, True):
             out.append(
@@ -840,7 +841,10 @@ def baseline_render(rev: str, render: Path, into: Path) -> Path | None:
     )
     if done.returncode != 0 or done.stdout == render.read_text():
         return None
-    path = into / f"{render.stem}-{rev.replace('/', '_')}.yaml"
+    sha = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", rev], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    path = into / f"{render.stem}@{sha}.yaml"
     path.write_text(done.stdout)
     return path
 
@@ -1011,24 +1015,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     os.sched_setaffinity(0, {args.load_cpu})
     render = args.render.resolve()
-    scratch = Path(tempfile.mkdtemp(prefix="mlflow-bench-render-"))
-    baseline = baseline_render(args.baseline, render, scratch) if args.baseline else None
-    extra = dict(kv.split("=", 1) for kv in args.set_env)
-    configs = [dataclasses.replace(c, env={**c.env, **extra}) for c in configurations(render, baseline)]
-    if args.only:
-        wanted = [n.strip() for n in args.only.split(",")]
-        unknown = set(wanted) - {c.name for c in configs}
-        if unknown:
-            parser.error(f"unknown configurations {sorted(unknown)}; known: {[c.name for c in configs]}")
-        configs = [c for c in configs if c.name in wanted]
+    with tempfile.TemporaryDirectory(prefix="mlflow-bench-render-") as scratch:
+        baseline = baseline_render(args.baseline, render, Path(scratch)) if args.baseline else None
+        extra = dict(kv.split("=", 1) for kv in args.set_env)
+        configs = [dataclasses.replace(c, env={**c.env, **extra}) for c in configurations(render, baseline)]
+        if args.only:
+            wanted = [n.strip() for n in args.only.split(",")]
+            known = [c.name for c in configs]
+            if set(wanted) - set(known):
+                parser.error(f"unknown configurations {sorted(set(wanted) - set(known))}; known: {known}")
+            configs = [c for c in configs if c.name in wanted]
+        results = run_all(configs, params, render, args.server_cpu, args.load_cpu, args.quick, out)
+    print(publish(results, out, readme))
+    print(
+        f"wrote {out / 'results.json'}, {out / 'results.png'}" + (f", {readme}" if readme else ""),
+        file=sys.stderr,
+    )
+    return 0
+
+
+def run_all(
+    configs: Sequence[Config],
+    params: Params,
+    render: Path,
+    server_cpu: int,
+    load_cpu: int,
+    quick: bool,
+    out: Path,
+) -> dict[str, Any]:
+    """Every configuration, one after the other; a configuration that fails is recorded as such."""
     rendered = localstack.Render.load(render)
-    cluster = rendered.one("Cluster")
-    max_conn = int(cluster["spec"]["postgresql"]["parameters"]["max_connections"])
+    max_conn = int(rendered.one("Cluster")["spec"]["postgresql"]["parameters"]["max_connections"])
     results: dict[str, Any] = {
         "machine": machine_facts(),
-        "quick": args.quick,
+        "quick": quick,
         "params": dataclasses.asdict(params),
-        "cpus": {"server": args.server_cpu, "postgres_and_load": args.load_cpu},
+        "cpus": {"server": server_cpu, "postgres_and_load": load_cpu},
         "targets": dataclasses.asdict(
             Targets(
                 memory_bytes=GIB,
@@ -1048,7 +1070,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for cfg in configs:
         log(f"{cfg.name}: {cfg.note}")
         try:
-            results["configs"].append(bench_config(cfg, params, args.server_cpu, args.load_cpu, log))
+            results["configs"].append(bench_config(cfg, params, server_cpu, load_cpu, log))
         except (localstack.LocalStackError, subprocess.TimeoutExpired, OSError) as err:
             log(f"  failed: {err}")
             results["configs"].append(
@@ -1056,9 +1078,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
     results["duration_s"] = time.monotonic() - started
     results["machine"]["loadavg_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    print(publish(results, out, readme))
-    log(f"wrote {out / 'results.json'}, {out / 'results.png'}" + (f", {readme}" if readme else ""))
-    return 0
+    return results
 
 
 if __name__ == "__main__":
