@@ -614,6 +614,14 @@ def process_tree(pid: int) -> list[int]:
     return tree
 
 
+def _signal_all(pids: Sequence[int], sig: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
 def _alive(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
@@ -681,11 +689,7 @@ class Proc:
             except subprocess.TimeoutExpired:
                 pass
             self.leftovers = [cmdline(p) for p in tree[1:] if _alive(p)]
-            for pid in [*self.tree(), *tree]:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+            _signal_all([*self.tree(), *tree], signal.SIGKILL)
             try:
                 self.popen.wait(10)
             except subprocess.TimeoutExpired:
@@ -696,11 +700,7 @@ class Proc:
         """Signal the process and every descendant at once, parent first (as the runtime kills all
         of a container's cgroup: nothing gets to clean up, nobody is left to respawn a worker)."""
         tree = self.tree()
-        for pid in tree:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
+        _signal_all(tree, sig)
         try:
             self.popen.wait(10)
         except subprocess.TimeoutExpired:
@@ -1441,16 +1441,16 @@ def preflight() -> None:
         raise LocalStackError("missing: " + "; ".join(missing) + " (`make e2e` installs them)")
 
 
-class PeakSampler:
-    """Samples the PSS of named process trees every `interval` s; `peaks[name]` in bytes."""
+class Poll:
+    """Calls `sample()` every `interval` s in a thread while in the `with` block; keeps the values."""
 
-    def __init__(self, trees: Mapping[str, Callable[[], list[int]]], interval: float = 0.5) -> None:
-        self._trees, self._interval = dict(trees), interval
-        self.peaks = {name: 0 for name in self._trees}
+    def __init__(self, sample: Callable[[], float], interval: float) -> None:
+        self._sample, self._interval = sample, interval
+        self.values: list[float] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
-    def __enter__(self) -> PeakSampler:
+    def __enter__(self) -> Poll:
         self._thread.start()
         return self
 
@@ -1460,8 +1460,21 @@ class PeakSampler:
 
     def _loop(self) -> None:
         while not self._stop.wait(self._interval):
-            for name, tree in self._trees.items():
+            self.values.append(self._sample())
+
+
+class PeakSampler(Poll):
+    """Samples the PSS of named process trees every `interval` s; `peaks[name]` in bytes."""
+
+    def __init__(self, trees: Mapping[str, Callable[[], list[int]]], interval: float = 0.5) -> None:
+        self.peaks = {name: 0 for name in trees}
+
+        def sample() -> float:
+            for name, tree in trees.items():
                 self.peaks[name] = max(self.peaks[name], pss_bytes(tree()))
+            return float(sum(self.peaks.values()))
+
+        super().__init__(sample, interval)
 
 
 # ---------------------------------------------------------------------------------------------

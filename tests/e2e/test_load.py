@@ -24,9 +24,9 @@ import pytest
 import requests
 
 import localstack
+from localstack import Poll
 from workload import (
     Ledger,
-    Poll,
     Reader,
     compare,
     digest,

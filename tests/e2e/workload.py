@@ -423,28 +423,6 @@ def tally(items: Counter[tuple[str, ...]]) -> dict[str, int]:
     return dict(kinds)
 
 
-class Poll:
-    """Calls `sample()` every `interval` s in a thread while in the `with` block; keeps the values."""
-
-    def __init__(self, sample: Callable[[], float], interval: float) -> None:
-        self._sample, self._interval = sample, interval
-        self.values: list[float] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    def __enter__(self) -> Poll:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self._interval):
-            self.values.append(self._sample())
-
-
 def health_latency(base: str, host: str, path: str = "/health", limit: float = 30) -> float:
     """Seconds until the probe path answered 200 (what the kubelet times); `limit` if it never did."""
     started = time.monotonic()
