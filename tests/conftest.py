@@ -56,3 +56,11 @@ def homelab(committed_homelab: list[Obj]) -> list[Obj]:
 def own_homelab() -> list[Obj]:
     """This chart's own templates alone, rendered with the homelab values (no upstream needed)."""
     return chart.template_own([HOMELAB]).documents
+
+
+@pytest.fixture(scope="session")
+def committed_renders() -> dict[str, list[Obj]]:
+    """Every committed rendered/<env>.yaml, by environment."""
+    return {
+        p.stem: [d for d in yaml.safe_load_all(p.read_text()) if d] for p in sorted(chart.RENDERED.glob("*.yaml"))
+    }

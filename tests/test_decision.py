@@ -188,3 +188,19 @@ def test_helm_test_pod_talks_to_the_service_only(homelab: list[Obj]) -> None:
     service = one(homelab, "Service", "mlflow")
     port = service["spec"]["ports"][0]["port"]
     assert env["MLFLOW_TRACKING_URI"] == f"http://mlflow.mlflow.svc.cluster.local:{port}"
+
+
+def pool_per_worker(objs: list[Obj]) -> tuple[int, int]:
+    server = container(deployment(objs), "mlflow")
+    env = {e["name"]: e.get("value") for e in server.get("env", [])}
+    size = int(env.get("MLFLOW_SQLALCHEMYSTORE_POOL_SIZE") or 5)  # MLflow's defaults when unset
+    overflow = int(env.get("MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW") or 10)
+    return size + overflow, int(args_map(server["args"])["workers"])
+
+
+def test_every_environment_has_a_pool_that_cannot_deadlock(committed_renders: dict[str, list[Obj]]) -> None:
+    """log-batch holds two connections on each of a worker's 40 threads: fewer than 41 pooled
+    connections per worker deadlock under load into HTTP 400 (tests/e2e/test_load.py)."""
+    for env, objs in committed_renders.items():
+        pool, workers = pool_per_worker(objs)
+        assert pool >= 41, f"{env}: pool {pool} per store, {workers} worker(s)"
