@@ -1,4 +1,5 @@
-# mlflow-gitops: thin targets; the logic lives in scripts/ (Python).
+# mlflow-gitops: thin targets; the logic lives in mlflow_gitops/ (a Python package, installed into
+# .venv in editable mode, so `$(PY) -m mlflow_gitops.<module>` runs the checkout's code).
 include tools/versions.env
 
 ENV ?= homelab
@@ -25,19 +26,19 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	touch $@
 
 tools: $(VENV)/.installed .venv-scan/.installed ## Install the pinned tools into ./bin, .venv and .venv-scan.
-	$(PY) scripts/tools.py
+	$(PY) -m mlflow_gitops.tools
 
 deps: tools ## Put the upstream mlflow chart in place (offline: MLFLOW_CHART=<dir or .tgz>).
-	$(PY) scripts/deps.py
+	$(PY) -m mlflow_gitops.deps
 
 lock: tools ## Rewrite Chart.lock from the pins in Chart.yaml.
-	$(PY) scripts/chart_lock.py charts/mlflow-stack
+	$(PY) -m mlflow_gitops.chart_lock charts/mlflow-stack
 
 schemas: tools ## Regenerate schemas/ from kubernetes-validate and the CRDs in Go modules.
-	$(PY) scripts/schemas.py
+	$(PY) -m mlflow_gitops.schemas
 
 render: tools ## Render values/$(ENV).yaml into rendered/$(ENV).yaml (needs the upstream chart).
-	$(PY) scripts/render.py $(ENV)
+	$(PY) -m mlflow_gitops.render $(ENV)
 
 test: tools apiserver e2e-deps ## Run the whole test suite (the README's test command).
 	$(PY) -m pytest
@@ -46,9 +47,9 @@ test: tools apiserver e2e-deps ## Run the whole test suite (the README's test co
 # kustomize and validated offline. `make test` covers the same (tests/test_gitops.py).
 .PHONY: gitops
 gitops: tools ## Build every Flux/Argo CD entry point with kustomize and validate it.
-	$(PY) scripts/gitops.py
+	$(PY) -m mlflow_gitops.gitops
 
-# The rendered pod on this machine (scripts/localstack.py): PostgreSQL and busybox from Debian, the
+# The rendered pod on this machine (mlflow_gitops.podrunner): PostgreSQL and busybox from Debian, the
 # image's MLflow server from requirements-e2e.txt, in .venv next to the tools.
 UP_PORT ?= 5000
 
@@ -58,23 +59,23 @@ $(VENV)/.e2e-installed: $(VENV)/.installed requirements.txt requirements-e2e.txt
 
 .PHONY: e2e-deps e2e up
 e2e-deps: $(VENV)/.e2e-installed ## Install PostgreSQL (apt) and the image's MLflow (pip) when missing.
-	$(PY) scripts/install_postgres.py
+	$(PY) -m mlflow_gitops.install_postgres
 
 e2e: tools e2e-deps ## Run rendered/$(ENV).yaml's pod against PostgreSQL and test it.
 	E2E_RENDER=rendered/$(ENV).yaml $(PY) -m pytest tests/e2e
 
 up: e2e-deps ## Serve rendered/$(ENV).yaml's MLflow on 127.0.0.1:$(UP_PORT) (Ctrl-C stops it).
-	$(PY) scripts/localstack.py up --render rendered/$(ENV).yaml --port $(UP_PORT)
+	$(PY) -m mlflow_gitops.podrunner up --render rendered/$(ENV).yaml --port $(UP_PORT)
 
-# A real kube-apiserver and etcd for tests/api (scripts/apiserver_build.py): built from the Go module
-# proxy at KUBE_APISERVER_VERSION / ETCD_VERSION into ./bin. Cold: about 4-6 min on 2 cores, 1.8 GiB.
-# Without them tests/api skips, or fails under CI=true.
+# A real kube-apiserver and etcd for tests/api (mlflow_gitops.apiserver_build): built from the Go
+# module proxy at KUBE_APISERVER_VERSION / ETCD_VERSION into ./bin. Cold: about 4-6 min on 2 cores,
+# 1.8 GiB. Without them tests/api skips, or fails under CI=true.
 .PHONY: apiserver
 apiserver: ## Build the pinned kube-apiserver and etcd into ./bin (for tests/api).
-	$(PYTHON) scripts/apiserver_build.py
+	$(PYTHON) -m mlflow_gitops.apiserver_build
 
-# Capacity (scripts/bench.py): the rendered server pinned to one CPU, its variants and MLflow's own
-# defaults, against PostgreSQL through scripts/localstack.py; about 15 min, not part of `make test`.
+# Capacity (mlflow_gitops.bench): the rendered server pinned to one CPU, its variants and MLflow's own
+# defaults, against PostgreSQL through mlflow_gitops.podrunner; about 15 min, not part of `make test`.
 # Writes bench/results.json, bench/results.png and README's Capacity table.
 # BENCH_ARGS=--quick: short phases into a temp dir; BENCH_ARGS="--only shipped,defaults": a subset.
 BENCH_ARGS ?=
@@ -85,4 +86,4 @@ $(VENV)/.bench-installed: $(VENV)/.e2e-installed requirements-bench.txt
 
 .PHONY: bench
 bench: e2e-deps $(VENV)/.bench-installed ## Measure capacity on one CPU (bench/, README Capacity).
-	$(PY) scripts/bench.py $(BENCH_ARGS)
+	$(PY) -m mlflow_gitops.bench $(BENCH_ARGS)

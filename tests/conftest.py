@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
-sys.path.insert(0, str(ROOT / "tests"))
-
-import chart  # noqa: E402
-from manifests import Obj  # noqa: E402
+from mlflow_gitops import chart
+from tests.support.manifests import Obj
 
 UPSTREAM_MISSING = (
     "needs the upstream mlflow chart: run `make deps` (chart repository reachable) or "

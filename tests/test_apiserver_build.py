@@ -1,17 +1,17 @@
 """The tools modules of `make apiserver` (tools/apiserver/*/go.mod) agree with tools/versions.env.
 
 Renovate bumps KUBE_APISERVER_VERSION and ETCD_VERSION in tools/versions.env only; this fails such
-a bump until `scripts/apiserver_build.py --sync` has rewritten the go.mod files (and go.sum) to match.
-Offline: `go mod edit -json` only parses the files.
+a bump until `python -m mlflow_gitops.apiserver_build --sync` has rewritten the go.mod files (and
+go.sum) to match. Offline: `go mod edit -json` only parses the files.
 """
 
 from __future__ import annotations
 
 import shutil
 
-import apiserver_build
 import pytest
-import versions
+
+from mlflow_gitops import apiserver_build, versions
 
 pytestmark = pytest.mark.skipif(shutil.which("go") is None, reason="needs the go command (`make tools` needs it too)")
 
@@ -19,7 +19,9 @@ pytestmark = pytest.mark.skipif(shutil.which("go") is None, reason="needs the go
 @pytest.mark.parametrize("binary", apiserver_build.BINARIES, ids=lambda b: b.name)
 def test_tools_module_builds_the_pinned_version(binary: apiserver_build.Binary) -> None:
     problems = apiserver_build.module_problems(binary)
-    assert not problems, f"{binary.tools_module}/go.mod: {problems}: run `scripts/apiserver_build.py --sync`"
+    assert not problems, (
+        f"{binary.tools_module}/go.mod: {problems}: run `python -m mlflow_gitops.apiserver_build --sync`"
+    )
     assert (binary.tools_module / "go.sum").is_file()
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-from manifests import Obj, find, one
 
-import chart
-from validate import kubeconform
+from mlflow_gitops import chart
+from mlflow_gitops.validate import kubeconform
+from tests.support.manifests import Obj, find, one
 
 SWITCH = ["backup.enabled=true", "backup.volumeSnapshotClass=longhorn-snapshot"]
 

@@ -7,9 +7,9 @@ import re
 from pathlib import Path
 
 import pytest
-from schema_paths import constrained_paths
 
-import chart
+from mlflow_gitops import chart
+from tests.support.schema_paths import constrained_paths
 
 CASES = sorted((Path(__file__).parent / "bad-values").glob("*.yaml"))
 

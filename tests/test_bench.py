@@ -1,4 +1,4 @@
-"""The pure logic of `make bench` (scripts/bench.py): statistics, tables, the README block. Nothing
+"""The pure logic of `make bench` (mlflow_gitops/bench/): statistics, tables, the README block. Nothing
 here runs a server or times anything."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-import bench
+from mlflow_gitops import bench
 
 
 def test_percentile_interpolates_between_closest_ranks() -> None:
@@ -110,7 +110,9 @@ def test_committed_readme_block_matches_committed_results() -> None:
     results = json.loads((bench.OUT / "results.json").read_text())
     readme = bench.README.read_text()
     block = readme.split(bench.BEGIN)[1].split(bench.END)[0]
-    assert block.strip() == bench.tables(results).strip(), "run `scripts/bench.py --publish-only`"
+    assert block.strip() == bench.tables(results).strip(), (
+        "run `python -m mlflow_gitops.bench --publish-only`"
+    )
 
 
 def test_tables_have_a_row_per_configuration_even_a_failed_one() -> None:

@@ -6,8 +6,8 @@ import os
 import subprocess
 from pathlib import Path
 
-import chart
-import chart_lock
+from mlflow_gitops import chart
+from mlflow_gitops import chart_lock
 
 
 def test_chart_lock_matches_chart_yaml() -> None:

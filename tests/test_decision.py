@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from manifests import Obj, args_map, container, find, one
+from tests.support.manifests import Obj, args_map, container, find, one
 
 ROUTE_HOST = "mlflow.lab.daviestechlabs.io"
 

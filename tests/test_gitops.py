@@ -8,15 +8,13 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
-import render
 import yaml
 
-import chart
-import gitops
-from gitops import ENTRY_POINTS, EntryPoint
-from manifests import Obj, one
-from validate import kubeconform
-from versions import ROOT
+from mlflow_gitops import chart, gitops, render
+from mlflow_gitops.gitops import ENTRY_POINTS, EntryPoint
+from mlflow_gitops.validate import kubeconform
+from mlflow_gitops.versions import ROOT
+from tests.support.manifests import Obj, one
 
 PSA_RESTRICTED = {
     "pod-security.kubernetes.io/enforce": "restricted",

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 
-import chart
-from versions import KUBE_VERSION, PINS, ROOT
-
+from mlflow_gitops import chart
+from mlflow_gitops.versions import KUBE_VERSION, PINS, ROOT
 
 # ct calls helm, yamllint and yamale by name: the pinned ones come first.
 TOOL_PATH = os.pathsep.join([str(ROOT / "bin"), str(ROOT / ".venv" / "bin"), os.environ.get("PATH", "")])

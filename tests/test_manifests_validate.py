@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-import chart
-from validate import kubeconform
+from mlflow_gitops import chart
+from mlflow_gitops.validate import kubeconform
 
 
 @pytest.mark.parametrize("path", sorted(chart.RENDERED.glob("*.yaml")), ids=lambda p: p.name)

@@ -4,8 +4,9 @@ NetworkPolicies walked for the pairs that must connect and the pairs that must n
 from __future__ import annotations
 
 import pytest
-from manifests import Obj, find, one
-from netpol import Pod, allowed
+
+from tests.support.manifests import Obj, find, one
+from tests.support.netpol import Pod, allowed
 
 NS = "mlflow"
 
@@ -103,7 +104,7 @@ def test_mlflow_policy_selects_the_server_pods(homelab: list[Obj], policies: lis
 
 def test_without_a_gateway_only_the_client_namespaces_reach_mlflow() -> None:
     """lab-minimal: no route, so no gateway rule; its listed client namespace calls the Service."""
-    import chart
+    from mlflow_gitops import chart
 
     objs = chart.template_own([chart.VALUES / "lab-minimal.yaml"]).documents
     policies = find(objs, "NetworkPolicy")

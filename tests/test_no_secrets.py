@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from manifests import Obj, find
 
-import chart
+from mlflow_gitops import chart
+from tests.support.manifests import Obj, find
 
 ROOT = chart.ROOT
 # The one value that looks like a key but is a documented, non-secret placeholder (values.yaml).

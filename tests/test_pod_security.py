@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import copy
 
-from manifests import Obj, find
-from pss import violations
+from tests.support.manifests import Obj, find
+from tests.support.pss import violations
 
 WORKLOADS = ("Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob")
 

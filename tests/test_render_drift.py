@@ -6,11 +6,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-import render
 import yaml
 
-import chart
-from manifests import Obj
+from mlflow_gitops import chart, render
+from tests.support.manifests import Obj
 
 OWN_SOURCE = "# Source: mlflow-stack/templates/"
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import yaml
 
-import versions
-from versions import ROOT
+from mlflow_gitops import versions
+from mlflow_gitops.versions import ROOT
 
 RENOVATE = ROOT / "renovate.json"
 COMMENT = "# renovate:"

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-import chart
+from mlflow_gitops import chart
 
 CONFIG = chart.ROOT / "tools" / "scanners.yaml"
 RENDERS = sorted(chart.RENDERED.glob("*.yaml"))

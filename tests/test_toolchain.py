@@ -6,10 +6,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import tools
-import versions
 
-import chart
+from mlflow_gitops import chart, tools, versions
 
 
 @pytest.mark.parametrize("tool", tools.TOOLS, ids=lambda t: t.name)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from manifests import Obj, container, env_value, one
+from tests.support.manifests import Obj, container, env_value, one
 
 
 def mlflow_container(objs: list[Obj]) -> Obj:

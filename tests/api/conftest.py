@@ -1,4 +1,5 @@
-"""A real kube-apiserver for the tests in tests/api (tests/apiserver.py), started once per session.
+"""A real kube-apiserver for the tests in tests/api (tests/support/apiserver.py), started once per
+session.
 
 Without the binaries of `make apiserver` these tests skip saying so, except under CI (CI=true),
 where they fail: a CI run that silently skipped them would prove nothing.
@@ -6,12 +7,13 @@ where they fail: a CI run that silently skipped them would prove nothing.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 
 import pytest
-from apiserver import BUILD_HINT, SUMMARY, ApiServer, cel_rules, missing_binaries
+
+from tests.support.apiserver import BUILD_HINT, SUMMARY, ApiServer, cel_rules, missing_binaries
+from tests.support.ci import unavailable
 
 MLFLOW_NAMESPACE = "mlflow"
 RESTRICTED = {
@@ -20,12 +22,6 @@ RESTRICTED = {
     "pod-security.kubernetes.io/audit": "restricted",
     "pod-security.kubernetes.io/warn": "restricted",
 }
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "apiserver: runs against a real kube-apiserver and etcd (`make apiserver`)"
-    )
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
@@ -39,10 +35,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
     """etcd + kube-apiserver with the project's CRDs installed and Established; stopped at the end."""
     if missing := missing_binaries():
-        message = f"needs {', '.join(missing)}: {BUILD_HINT}"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"CI=true and {message}", pytrace=False)
-        pytest.skip(message)
+        unavailable(f"needs {', '.join(missing)}: {BUILD_HINT}")
     server = ApiServer(tmp_path_factory.mktemp("apiserver"))
     request.addfinalizer(server.stop)  # before start: a half-started server is stopped too
     started = time.monotonic()

@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 import yaml
-from apiserver import SUMMARY, ApiServer, cel_rules, crds_of_schemas
 
-import chart
+from mlflow_gitops import chart
+from tests.support.apiserver import SUMMARY, ApiServer, cel_rules, crds_of_schemas
 
 pytestmark = pytest.mark.apiserver
 

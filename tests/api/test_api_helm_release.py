@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 import yaml
-from apiserver import ApiServer
 
-import chart
+from mlflow_gitops import chart
+from tests.support.apiserver import ApiServer
 
 pytestmark = [pytest.mark.apiserver, pytest.mark.upstream]
 

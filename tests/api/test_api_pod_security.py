@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 import yaml
-from apiserver import SUMMARY, ApiServer
 
-import chart
+from mlflow_gitops import chart
+from tests.support.apiserver import SUMMARY, ApiServer
 
 pytestmark = pytest.mark.apiserver
 

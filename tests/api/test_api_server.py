@@ -6,10 +6,10 @@ import ssl
 import urllib.error
 import urllib.request
 
-import apiserver_build
 import pytest
-import versions
-from apiserver import ApiServer
+
+from mlflow_gitops import apiserver_build, versions
+from tests.support.apiserver import ApiServer
 
 pytestmark = pytest.mark.apiserver
 

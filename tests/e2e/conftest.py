@@ -1,4 +1,4 @@
-"""The e2e session: a real PostgreSQL and the rendered MLflow pod (scripts/localstack.py), started
+"""The e2e session: a real PostgreSQL and the rendered MLflow pod (mlflow_gitops.podrunner), started
 once for every test under tests/e2e and stopped at the end, failures included.
 
 The render is rendered/homelab.yaml unless E2E_RENDER names another. Without PostgreSQL, busybox
@@ -8,27 +8,17 @@ installs them.
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "scripts"))
-
-import localstack  # noqa: E402
-from pods import RENDER, unavailable  # noqa: E402
+from mlflow_gitops import podrunner
+from tests.support.ci import unavailable
+from tests.support.pods import RENDER
 
 STATS: dict[str, str] = {}
 FIGURES: list[str] = []  # one line per fault or load test: what it did and what it lost
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "e2e: runs the rendered configuration against a real PostgreSQL and MLflow server"
-    )
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
@@ -54,12 +44,12 @@ def figures(request: pytest.FixtureRequest) -> Callable[[str], None]:
 
 
 @pytest.fixture(scope="session")
-def stack() -> Iterator[localstack.LocalStack]:
+def stack() -> Iterator[podrunner.PodRunner]:
     try:
-        localstack.preflight()
-    except localstack.LocalStackError as err:
+        podrunner.preflight()
+    except podrunner.PodRunnerError as err:
         unavailable(str(err))
-    pod = localstack.LocalStack(RENDER)
+    pod = podrunner.PodRunner(RENDER)
     started = time.monotonic()
     pod.start()  # stops what it started if it fails
     STATS["render"] = str(RENDER)
@@ -69,7 +59,7 @@ def stack() -> Iterator[localstack.LocalStack]:
             "pod": pod.server.tree,
             "postgres": lambda: pod.postgres.proc.tree() if pod.postgres.proc else [],
         }
-        with localstack.PeakSampler(trees) as sampler:
+        with podrunner.PeakSampler(trees) as sampler:
             yield pod
         for name, peak in sampler.peaks.items():
             STATS[f"peak PSS, {name} process tree"] = f"{peak / 2**20:.0f} MiB"

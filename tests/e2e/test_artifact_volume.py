@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 import requests
 
-import localstack
-from pods import edited_render, own_stack
-from workload import Reader
+from mlflow_gitops import podrunner
+from tests.support.pods import edited_render, own_stack
+from tests.support.workload import Reader
 
 pytestmark = pytest.mark.e2e
 
@@ -31,7 +31,7 @@ def _volume(deployment: dict[str, Any], name: str) -> dict[str, Any]:
     return next(v for v in volumes if v["name"] == name)
 
 
-def _cause(pod: localstack.LocalStack, wait: float = 5) -> str:
+def _cause(pod: podrunner.PodRunner, wait: float = 5) -> str:
     """The server log's last OS error (logged just after the answer): what the bare 500 does not say."""
     deadline = time.monotonic() + wait
     while True:
@@ -57,13 +57,13 @@ def _upload(reader: Reader, run: dict[str, Any], path: str, body: bytes) -> requ
 
 
 def test_read_only_artifact_volume_refuses_uploads_and_keeps_the_run_consistent(
-    stack: localstack.LocalStack, tmp_path: Path, figures: Callable[[str], None]
+    stack: podrunner.PodRunner, tmp_path: Path, figures: Callable[[str], None]
 ) -> None:
     """A second pod of the release whose artifact claim is mounted read-only."""
     render = edited_render(
         tmp_path, lambda d: _volume(d, ARTIFACTS)["persistentVolumeClaim"].update(readOnly=True)
     )
-    with localstack.LocalStack(render, replica_of=stack) as pod:
+    with podrunner.PodRunner(render, replica_of=stack) as pod:
         reader = Reader(pod.url, pod.route_host)
         run = _new_run(reader, "read-only")
         resp = _upload(reader, run, "model/weights.bin", os.urandom(4096))
@@ -89,14 +89,14 @@ def test_read_only_artifact_volume_refuses_uploads_and_keeps_the_run_consistent(
 
 
 @pytest.fixture(scope="module")
-def nfs_pod() -> Iterator[localstack.LocalStack]:
+def nfs_pod() -> Iterator[podrunner.PodRunner]:
     """The rendered pod on a claim that the kubelet leaves as the NFS export presents it."""
     with own_stack(claim_ownership=NFS_EXPORT) as pod:
         yield pod
 
 
 def test_nfs_export_owned_by_group_568_is_writable_through_the_supplemental_group(
-    nfs_pod: localstack.LocalStack, figures: Callable[[str], None]
+    nfs_pod: podrunner.PodRunner, figures: Callable[[str], None]
 ) -> None:
     groups = nfs_pod.pod["securityContext"].get("supplementalGroups", [])
     claim = nfs_pod.volume_path(ARTIFACTS)
@@ -121,13 +121,13 @@ def test_nfs_export_owned_by_group_568_is_writable_through_the_supplemental_grou
 
 
 def test_without_the_supplemental_group_uploads_to_the_nfs_export_fail_with_500(
-    nfs_pod: localstack.LocalStack, tmp_path: Path, figures: Callable[[str], None]
+    nfs_pod: podrunner.PodRunner, tmp_path: Path, figures: Callable[[str], None]
 ) -> None:
     """The same export, the pod rendered without supplementalGroups: MLflow starts, uploads fail."""
     render = edited_render(
         tmp_path, lambda d: d["spec"]["template"]["spec"]["securityContext"].pop("supplementalGroups")
     )
-    with localstack.LocalStack(render, replica_of=nfs_pod) as pod:
+    with podrunner.PodRunner(render, replica_of=nfs_pod) as pod:
         reader = Reader(pod.url, pod.route_host)
         health = reader.http.get(f"{reader.base}/health", timeout=10)
         run = _new_run(reader, "nfs-no-group")

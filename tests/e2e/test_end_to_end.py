@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import requests
 
-import localstack
+from mlflow_gitops import podrunner as localstack
 
 pytestmark = pytest.mark.e2e
 

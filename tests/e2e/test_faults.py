@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-import localstack
-from pods import own_stack
-from workload import (
+from mlflow_gitops import podrunner as localstack
+from tests.support.pods import own_stack
+from tests.support.workload import (
     MIB,
     Generated,
     Ledger,

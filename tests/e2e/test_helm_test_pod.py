@@ -9,13 +9,13 @@ from urllib.parse import urlsplit
 
 import pytest
 
-import localstack
+from mlflow_gitops import podrunner
 
 pytestmark = pytest.mark.e2e
 
 
 def test_helm_test_pod_passes_against_the_server(
-    stack: localstack.LocalStack, figures: Callable[[str], None]
+    stack: podrunner.PodRunner, figures: Callable[[str], None]
 ) -> None:
     hooks = [
         p

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 import pytest
 import requests
 
-import localstack
-from localstack import Poll
-from workload import (
+from mlflow_gitops import podrunner
+from mlflow_gitops.podrunner import Poll
+from tests.support.workload import (
     Ledger,
     Reader,
     compare,
@@ -59,7 +59,7 @@ class Load:
 
 
 @pytest.fixture(scope="module")
-def load(stack: localstack.LocalStack) -> Load:
+def load(stack: podrunner.PodRunner) -> Load:
     """The load, once: 32 clients x 3 runs, /health timed every 0.2 s, connections counted."""
     reader = Reader(stack.url, stack.route_host)
     experiment = reader.create_experiment(f"load-{uuid.uuid4().hex[:8]}")
@@ -115,7 +115,7 @@ def test_32_clients_no_request_is_refused(load: Load, figures: Callable[[str], N
 
 
 def test_health_answers_within_the_liveness_timeout_under_32_clients(
-    stack: localstack.LocalStack, load: Load, figures: Callable[[str], None]
+    stack: podrunner.PodRunner, load: Load, figures: Callable[[str], None]
 ) -> None:
     probe = stack.main_container["livenessProbe"]
     timeout = float(probe.get("timeoutSeconds", 1))
@@ -131,7 +131,7 @@ def test_health_answers_within_the_liveness_timeout_under_32_clients(
 
 
 def test_a_burst_as_large_as_the_servers_concurrency_is_not_refused(
-    stack: localstack.LocalStack, figures: Callable[[str], None]
+    stack: podrunner.PodRunner, figures: Callable[[str], None]
 ) -> None:
     """40 log-batches per uvicorn worker at the same moment, each on a run of its own."""
     workers = next(

@@ -15,9 +15,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-import localstack
-from pods import RENDER, own_stack, start_together
-from workload import Reader
+from mlflow_gitops import podrunner as localstack
+from tests.support.pods import RENDER, own_stack, start_together
+from tests.support.workload import Reader
 
 pytestmark = pytest.mark.e2e
 

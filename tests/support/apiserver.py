@@ -8,9 +8,10 @@ run and the default admission plugins plus NodeRestriction and PodSecurity, as a
 has them. No controller runs: nothing gets a status, nothing is garbage-collected, and no
 namespace gets its `default` ServiceAccount unless a test creates it.
 
-`install_crds` installs the CRDs scripts/schemas.py generates the kubeconform schemas from (its
-CRDS table, same files, same pins) and waits until each is Established and served. Requests are
-plain HTTPS (`request`), with server-side apply (`apply`) and dry runs as a client would send them.
+`install_crds` installs the CRDs mlflow_gitops/schemas.py generates the kubeconform schemas from
+(its CRDS table, same files, same pins) and waits until each is Established and served. Requests
+are plain HTTPS (`request`), with server-side apply (`apply`) and dry runs as a client would send
+them.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import signal
 import socket
 import ssl
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.parse
@@ -35,11 +35,8 @@ from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
-
-import apiserver_build as build  # noqa: E402  scripts/apiserver_build.py: binaries and pins
-import schemas  # noqa: E402  scripts/schemas.py: the CRD table
+from mlflow_gitops import apiserver_build as build  # binaries and pins
+from mlflow_gitops import schemas  # the CRD table
 
 Obj = dict[str, Any]
 
@@ -328,7 +325,7 @@ class ApiServer:
     # --- CRDs -----------------------------------------------------------------------------------
 
     def install_crds(self, timeout: float = 120) -> list[Obj]:
-        """Install the CRDs of scripts/schemas.py and wait until each is Established and served."""
+        """Install the CRDs of mlflow_gitops/schemas.py and wait until each is Established and served."""
         crds = list(crds_of_schemas())
         for crd in crds:
             self.ensure(crd)
@@ -361,7 +358,7 @@ class ApiServer:
 
 
 def crds_of_schemas() -> Iterator[Obj]:
-    """The CRD objects scripts/schemas.py reads (every version of each, as the project ships it)."""
+    """The CRD objects mlflow_gitops/schemas.py reads (every version of each, as the project ships it)."""
     seen = set()
     for source in schemas.CRDS:
         try:

@@ -14,10 +14,8 @@ import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from versions import PINS, ROOT  # noqa: E402
+from mlflow_gitops.versions import PINS, ROOT
 
 BIN = ROOT / "bin"
 

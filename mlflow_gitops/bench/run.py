@@ -1,6 +1,6 @@
 """make bench: capacity of the rendered MLflow server on one CPU, against MLflow's own defaults.
 
-Every configuration runs, in one run on one machine, through scripts/localstack.py (a fresh
+Every configuration runs, in one run on one machine, through mlflow_gitops.podrunner (a fresh
 PostgreSQL and pod each): the server pinned to one CPU (`--server-cpu`, the pod's `limits.cpu: 1`),
 PostgreSQL, the stand-in Service forwarder, the load generator and this process on the other
 (`--load-cpu`). The load generator runs inside the pod's network namespace (loopback only, no
@@ -53,14 +53,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from mlflow_gitops import podrunner
 
-import localstack  # noqa: E402
-
-ROOT = localstack.ROOT
+ROOT = podrunner.ROOT
 OUT = ROOT / "bench"
 README = ROOT / "README.md"
-RENDER = localstack.DEFAULT_RENDER
+RENDER = podrunner.DEFAULT_RENDER
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 GIB = 2**30
 MIB = 2**20
@@ -560,10 +558,10 @@ def cpu_busy(cpu: int) -> float:
         if line.startswith(f"cpu{cpu} "):
             ticks = [int(x) for x in line.split()[1:]]
             return (sum(ticks[:8]) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
-    raise localstack.LocalStackError(f"no cpu{cpu} in /proc/stat")
+    raise podrunner.PodRunnerError(f"no cpu{cpu} in /proc/stat")
 
 
-def settle(stack: localstack.LocalStack, params: Params) -> float:
+def settle(stack: podrunner.PodRunner, params: Params) -> float:
     """Wait until the server's start-up work is done (under 10% CPU for a second; at least
     `settle_seconds`, at most `settle_max_seconds`); returns the seconds waited."""
     started = time.monotonic()
@@ -577,7 +575,7 @@ def settle(stack: localstack.LocalStack, params: Params) -> float:
 
 
 def _pin_tree(pid: int, cpu: int) -> None:
-    for p in localstack.process_tree(pid):
+    for p in podrunner.process_tree(pid):
         for task in Path(f"/proc/{p}/task").glob("*"):
             with contextlib.suppress(OSError):  # a thread that just ended
                 os.sched_setaffinity(int(task.name), {cpu})
@@ -619,20 +617,20 @@ def settings(cfg: Config, argv: Sequence[str], env: Mapping[str, str]) -> dict[s
     }
 
 
-def liveness_timeout(render: localstack.Render) -> float:
+def liveness_timeout(render: podrunner.Render) -> float:
     c = render.one("Deployment", "mlflow")["spec"]["template"]["spec"]["containers"][0]
     return float(c.get("livenessProbe", {}).get("timeoutSeconds", 1))
 
 
-def _phase(stack: localstack.LocalStack, load_cpu: int, spec: Mapping[str, Any]) -> dict[str, Any]:
+def _phase(stack: podrunner.PodRunner, load_cpu: int, spec: Mapping[str, Any]) -> dict[str, Any]:
     argv = [
         "taskset",
         "-c",
         str(load_cpu),
-        *stack.in_pod([sys.executable, __file__, "_load", json.dumps(spec)]),
+        *stack.in_pod([sys.executable, "-m", "mlflow_gitops.bench", "_load", json.dumps(spec)]),
     ]
     budget = float(spec.get("seconds", 0)) + float(spec["request_timeout"]) + 120
-    pss = localstack.PeakSampler({"server": stack.server.tree}, interval=0.25)
+    pss = podrunner.PeakSampler({"server": stack.server.tree}, interval=0.25)
 
     def side() -> list[int]:  # PostgreSQL and the Service forwarder: the other CPU
         pg = stack.postgres.proc.tree() if stack.postgres.proc else []
@@ -642,13 +640,13 @@ def _phase(stack: localstack.LocalStack, load_cpu: int, spec: Mapping[str, Any])
     cpu0, side0, t0 = cpu_seconds(stack.server.tree()), cpu_seconds(side()), time.monotonic()
     core0 = cpu_busy(server_cpu)
     with pss, Peak(stack.postgres.connections) as conns:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=budget, check=False)
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=budget, check=False, cwd=ROOT)
     elapsed = time.monotonic() - t0
     busy = (cpu_seconds(stack.server.tree()) - cpu0) / elapsed
     foreign = max(0.0, (cpu_busy(server_cpu) - core0) / elapsed - busy)
     side_busy = (cpu_seconds(side()) - side0) / elapsed
     if done.returncode != 0:
-        raise localstack.LocalStackError(
+        raise podrunner.PodRunnerError(
             f"load generator ({spec['kind']}) exited {done.returncode}: {done.stderr[-2000:]}"
         )
     out: dict[str, Any] = json.loads(done.stdout)
@@ -668,7 +666,7 @@ def _errors(out: Mapping[str, Any]) -> int:
 def bench_config(
     cfg: Config, params: Params, server_cpu: int, load_cpu: int, log: Callable[[str], None]
 ) -> dict[str, Any]:
-    stack = localstack.LocalStack(
+    stack = podrunner.PodRunner(
         cfg.render,
         cpus=[server_cpu],
         postgres_cpus=[load_cpu],
@@ -858,7 +856,7 @@ def machine_facts() -> dict[str, Any]:
         ),
         platform.processor(),
     )
-    bindir = localstack.postgres_bin()
+    bindir = podrunner.postgres_bin()
     pg_out = (
         subprocess.run([str(bindir / "postgres"), "--version"], capture_output=True, text=True).stdout
         if bindir
@@ -877,7 +875,7 @@ def machine_facts() -> dict[str, Any]:
         "cores": os.cpu_count(),
         "kernel": platform.release(),
         "python": platform.python_version(),
-        "mlflow": localstack.mlflow_version(),
+        "mlflow": podrunner.mlflow_version(),
         "postgresql": pg,
         "packages": versions,
         "memory_bytes": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
@@ -959,7 +957,9 @@ def publish(results: Mapping[str, Any], out: Path, readme: Path | None) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m mlflow_gitops.bench", description=__doc__.splitlines()[0]
+    )
     sub = parser.add_subparsers(dest="cmd")
     load = sub.add_parser("_load", help=argparse.SUPPRESS)
     load.add_argument("spec")
@@ -1010,7 +1010,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if args.levels:
         params = dataclasses.replace(params, levels=tuple(int(n) for n in args.levels.split(",")))
-    localstack.preflight()
+    podrunner.preflight()
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop the stack on the way out
     signal.signal(signal.SIGINT, signal.default_int_handler)
     os.sched_setaffinity(0, {args.load_cpu})
@@ -1044,7 +1044,7 @@ def run_all(
     out: Path,
 ) -> dict[str, Any]:
     """Every configuration, one after the other; a configuration that fails is recorded as such."""
-    rendered = localstack.Render.load(render)
+    rendered = podrunner.Render.load(render)
     max_conn = int(rendered.one("Cluster")["spec"]["postgresql"]["parameters"]["max_connections"])
     results: dict[str, Any] = {
         "machine": machine_facts(),
@@ -1071,7 +1071,7 @@ def run_all(
         log(f"{cfg.name}: {cfg.note}")
         try:
             results["configs"].append(bench_config(cfg, params, server_cpu, load_cpu, log))
-        except (localstack.LocalStackError, subprocess.TimeoutExpired, OSError) as err:
+        except (podrunner.PodRunnerError, subprocess.TimeoutExpired, OSError) as err:
             log(f"  failed: {err}")
             results["configs"].append(
                 {"name": cfg.name, "note": cfg.note, "failed": str(err), "settings": {"summary": "-"}}
@@ -1080,9 +1080,3 @@ def run_all(
     results["machine"]["loadavg_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     return results
 
-
-if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except localstack.LocalStackError as err:
-        sys.exit(f"bench: {err}")

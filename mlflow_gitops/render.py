@@ -12,9 +12,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from chart import CHART, RENDERED, VALUES, RenderError, template, upstream_present  # noqa: E402
-from validate import kubeconform  # noqa: E402
+from mlflow_gitops.chart import CHART, RENDERED, VALUES, RenderError, template, upstream_present
+from mlflow_gitops.validate import kubeconform
 
 HOW_TO_PROVIDE = (
     "the upstream mlflow chart is not in charts/mlflow-stack/charts/: run `make deps` with the "

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import tools  # noqa: E402
-from versions import KUBE_VERSION, ROOT  # noqa: E402
+from mlflow_gitops import tools
+from mlflow_gitops.versions import KUBE_VERSION, ROOT
 
 SCHEMAS = ROOT / "schemas"
 SCHEMA_LOCATION = str(SCHEMAS) + "/{{.NormalizedKubernetesVersion}}-standalone-strict/{{.ResourceKind}}{{.KindSuffix}}.json"

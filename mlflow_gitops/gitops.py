@@ -17,10 +17,9 @@ from typing import Any
 
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import tools  # noqa: E402
-from validate import kubeconform  # noqa: E402
-from versions import ROOT  # noqa: E402
+from mlflow_gitops import tools
+from mlflow_gitops.validate import kubeconform
+from mlflow_gitops.versions import ROOT
 
 DEPLOY = ROOT / "deploy"
 REPOSITORY = DEPLOY / "repository" / "repository.yaml"

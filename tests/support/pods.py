@@ -10,28 +10,22 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
-import localstack
+from mlflow_gitops import podrunner
+from tests.support.ci import unavailable
 
-RENDER = Path(os.environ.get("E2E_RENDER", str(localstack.DEFAULT_RENDER)))
-
-
-def unavailable(reason: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"e2e prerequisites missing under CI: {reason}", pytrace=False)
-    pytest.skip(reason)
+RENDER = Path(os.environ.get("E2E_RENDER", str(podrunner.DEFAULT_RENDER)))
 
 
 @contextmanager
-def own_stack(*, with_pod: bool = True, **kwargs: Any) -> Iterator[localstack.LocalStack]:
+def own_stack(*, with_pod: bool = True, **kwargs: Any) -> Iterator[podrunner.PodRunner]:
     """A stack of the render for one test (or module), stopped afterwards whatever happened."""
     try:
-        localstack.preflight()
-    except localstack.LocalStackError as err:
+        podrunner.preflight()
+    except podrunner.PodRunnerError as err:
         unavailable(str(err))
-    stack = localstack.LocalStack(RENDER, **kwargs)
+    stack = podrunner.PodRunner(RENDER, **kwargs)
     stack.start(pod=with_pod)
     try:
         yield stack
@@ -50,7 +44,7 @@ def edited_render(directory: Path, edit: Callable[[dict[str, Any]], None]) -> Pa
     return out
 
 
-def start_together(pods: Sequence[localstack.LocalStack]) -> list[str | None]:
+def start_together(pods: Sequence[podrunner.PodRunner]) -> list[str | None]:
     """Start every pod at the same moment; per pod None when it became ready, else why it did not."""
     results: list[str | None] = [None] * len(pods)
 

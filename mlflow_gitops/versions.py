@@ -1,4 +1,4 @@
-"""The pinned versions of tools/versions.env, for Python scripts and tests."""
+"""The pinned versions of tools/versions.env, for the package and the tests."""
 
 from __future__ import annotations
 

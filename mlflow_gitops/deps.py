@@ -17,9 +17,8 @@ from pathlib import Path
 
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from chart import CHART, UPSTREAM, helm  # noqa: E402
-from versions import ROOT  # noqa: E402
+from mlflow_gitops.chart import CHART, UPSTREAM, helm
+from mlflow_gitops.versions import ROOT
 
 
 def pinned() -> dict[str, str]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,9 +11,8 @@ from typing import Any
 
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import tools  # noqa: E402
-from versions import KUBE_VERSION, ROOT  # noqa: E402
+from mlflow_gitops import tools
+from mlflow_gitops.versions import KUBE_VERSION, ROOT
 
 CHART = ROOT / "charts" / "mlflow-stack"
 VALUES = ROOT / "values"

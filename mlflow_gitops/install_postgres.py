@@ -1,4 +1,4 @@
-"""Install the Debian packages the e2e harness (scripts/localstack.py) needs, when missing.
+"""Install the Debian packages the e2e harness (mlflow_gitops.podrunner) needs, when missing.
 
 * postgresql: the server that stands in for the CNPG Cluster (any /usr/lib/postgresql/N);
 * busybox: the image of the chart's busybox init containers (the upstream `dbchecker` script needs

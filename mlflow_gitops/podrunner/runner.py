@@ -65,9 +65,9 @@ exit, and a SIGKILLed harness leaves its processes behind; seccomp is not applie
 wait on the rendered readinessProbe path replaces the kubelet's probes; Debian's busybox 1.35
 stands in for the image's tag. Anything else the render asks for and this module cannot provide
 (another volume type or image, a missing ConfigMap or Secret, an absolute command outside the
-volumes, fieldRef env) raises LocalStackError naming the field.
+volumes, fieldRef env) raises PodRunnerError naming the field.
 
-For a benchmark: `LocalStack(render, cpus=[0], args=[...], env_overrides={...})` replaces the main
+For a benchmark: `PodRunner(render, cpus=[0], args=[...], env_overrides={...})` replaces the main
 container's args / adds env after the kubelet's resolution and pins the pod (and PostgreSQL unless
 `postgres_cpus`) with taskset; `.server` is the exec'ed `mlflow` process (`.pid`, `.tree()`,
 `.pss_bytes()`), `.url` the port-forward, `.in_pod(argv)` runs a client inside the pod's network
@@ -76,7 +76,7 @@ namespace (no forwarder in the path), `PeakSampler` records peak PSS of process 
 For fault tests (tests/e2e): `.kill()` SIGKILLs the server's process tree, `.restart_pod()` deletes
 and recreates the pod as `strategy: Recreate` does (init containers again, same claims and
 database), `.postgres.stop()` / `.postgres.resume()` / `.postgres.reset_database()`,
-`.run_init_container(name)`, `.run_test_pod(name)`, `LocalStack(replica_of=other)` for a second pod
+`.run_init_container(name)`, `.run_test_pod(name)`, `PodRunner(replica_of=other)` for a second pod
 of the same Deployment, `start(pod=False)` for the database alone.
 """
 
@@ -107,20 +107,24 @@ from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_RENDER = ROOT / "rendered" / "homelab.yaml"
-VENV = Path(os.environ.get("LOCALSTACK_VENV", sys.prefix))  # stands in for the image's /opt/venv
+VENV = Path(os.environ.get("PODRUNNER_VENV", sys.prefix))  # stands in for the image's /opt/venv
 NAMESPACE = "mlflow"
 CLUSTER_DOMAIN = "cluster.local"
 SERVICE_NET = "127.1.0."  # Service "ClusterIPs" inside the pod's network namespace
 SHM_SIZE = "64m"  # a container's default /dev/shm
 BUSYBOX = "/usr/bin/busybox"
 TOOLS = ("unshare", "nsenter", "setpriv", "mount", "taskset")
+# This module's own helpers (`_pause`, `_forward`, `_enter`): run as root on the host's filesystem,
+# they import the package before any namespace or chroot could hide it. Spawned with cwd=ROOT, so
+# `-m` finds the checkout's package whether or not it is installed.
+HELPER = (sys.executable, "-m", "mlflow_gitops.podrunner")
 
 Obj = dict[str, Any]
 
 
-class LocalStackError(Exception):
+class PodRunnerError(Exception):
     """The render asks for something this machine cannot provide, or a step failed."""
 
 
@@ -137,7 +141,7 @@ class Render:
     @classmethod
     def load(cls, path: Path = DEFAULT_RENDER, namespace: str = NAMESPACE) -> Render:
         if not path.exists():
-            raise LocalStackError(f"{path}: no such render (run `make render`)")
+            raise PodRunnerError(f"{path}: no such render (run `make render`)")
         docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
         return cls(path=path, objects=docs, namespace=namespace)
 
@@ -155,7 +159,7 @@ class Render:
     def one(self, kind: str, name: str | None = None) -> Obj:
         found = self.find(kind, name)
         if len(found) != 1:
-            raise LocalStackError(f"{self.path}: expected one {kind} {name or ''}, found {len(found)}")
+            raise PodRunnerError(f"{self.path}: expected one {kind} {name or ''}, found {len(found)}")
         return found[0]
 
     def route_hostnames(self) -> list[str]:
@@ -167,7 +171,7 @@ class Render:
             selector = svc["spec"].get("selector") or {}
             if selector and all(labels.get(k) == v for k, v in selector.items()):
                 return svc
-        raise LocalStackError(
+        raise PodRunnerError(
             f"no Service in {self.path} selects Deployment {deployment['metadata']['name']}"
         )
 
@@ -198,7 +202,7 @@ def external_secret_targets(render: Render) -> dict[str, dict[str, str | None]]:
             for item in spec.get("data", []):
                 keys[item["secretKey"]] = None
         if not keys:
-            raise LocalStackError(
+            raise PodRunnerError(
                 f"ExternalSecret {es['metadata']['name']}: no keys in spec.data or target.template.data"
             )
         targets[name] = keys
@@ -231,7 +235,7 @@ class Store:
         for s in render.find("Secret"):
             name = s["metadata"]["name"]
             if name in test_secrets:
-                raise LocalStackError(f"Secret {name} is both rendered and the target of an ExternalSecret")
+                raise PodRunnerError(f"Secret {name} is both rendered and the target of an ExternalSecret")
             data = {k: base64.b64decode(v) for k, v in (s.get("data") or {}).items()}
             data |= {k: str(v).encode() for k, v in (s.get("stringData") or {}).items()}
             sec[name] = data
@@ -245,7 +249,7 @@ class Store:
             return table[name]
         if optional:
             return None
-        raise LocalStackError(
+        raise PodRunnerError(
             f"{where}: {kind} {name!r} is neither in the render nor written by an ExternalSecret"
         )
 
@@ -343,12 +347,12 @@ def kubelet_env(container: Obj, store: Store, service_env: Mapping[str, str], wh
         elif "secretRef" in src:
             kind, ref = "Secret", src["secretRef"]
         else:
-            raise LocalStackError(f"{where}.envFrom[{i}]: unknown source {sorted(src)}")
+            raise PodRunnerError(f"{where}.envFrom[{i}]: unknown source {sorted(src)}")
         data = store.source(kind, ref["name"], bool(ref.get("optional")), f"{where}.envFrom[{i}]")
         for key, value in (data or {}).items():
             name = prefix + key
             if not name or "=" in name:
-                raise LocalStackError(f"{where}.envFrom[{i}]: key {key!r} is not a valid variable name")
+                raise PodRunnerError(f"{where}.envFrom[{i}]: key {key!r} is not a valid variable name")
             tmp[name] = value.decode()
 
     def mapping(name: str) -> str | None:
@@ -358,7 +362,7 @@ def kubelet_env(container: Obj, store: Store, service_env: Mapping[str, str], wh
         name = item["name"]
         value = item.get("value", "")
         if not isinstance(value, str):
-            raise LocalStackError(f"{where}.env[{i}] ({name}): value {value!r} is not a string")
+            raise PodRunnerError(f"{where}.env[{i}] ({name}): value {value!r} is not a string")
         if value != "":
             tmp[name] = expand(value, mapping)
             continue
@@ -375,12 +379,12 @@ def kubelet_env(container: Obj, store: Store, service_env: Mapping[str, str], wh
             if ref["key"] not in data:
                 if optional:
                     continue
-                raise LocalStackError(
+                raise PodRunnerError(
                     f"{where}.env[{i}] ({name}): {kind} {ref['name']} has no key {ref['key']!r}"
                 )
             tmp[name] = data[ref["key"]].decode()
         else:
-            raise LocalStackError(f"{where}.env[{i}] ({name}): valueFrom {sorted(source)} is not supported")
+            raise PodRunnerError(f"{where}.env[{i}] ({name}): valueFrom {sorted(source)} is not supported")
     return tmp | {k: v for k, v in service_env.items() if k not in tmp}
 
 
@@ -464,19 +468,19 @@ def image_of(container: Obj, where: str) -> Image:
     repository = repository.removeprefix("docker.io/").removeprefix("library/")
     known = images()
     if repository not in known:
-        raise LocalStackError(f"{where}.image {ref!r}: no local stand-in (known: {', '.join(sorted(known))})")
+        raise PodRunnerError(f"{where}.image {ref!r}: no local stand-in (known: {', '.join(sorted(known))})")
     image = known[repository]
     if repository == "burakince/mlflow":
         installed = mlflow_version()
         if installed is None:
-            raise LocalStackError(
+            raise PodRunnerError(
                 f"{where}.image {ref!r}: mlflow is not installed in {VENV} (run `make e2e`)"
             )
         if tag.split("-")[0] != installed:
-            raise LocalStackError(f"{where}.image {ref!r}: the venv has mlflow {installed}, not {tag}")
+            raise PodRunnerError(f"{where}.image {ref!r}: the venv has mlflow {installed}, not {tag}")
     if image.busybox and not Path(BUSYBOX).exists():
-        raise LocalStackError(
-            f"{where}.image {ref!r}: needs {BUSYBOX} (scripts/install_postgres.py installs it)"
+        raise PodRunnerError(
+            f"{where}.image {ref!r}: needs {BUSYBOX} (`make e2e-deps` installs it)"
         )
     return image
 
@@ -516,7 +520,7 @@ def materialize_volumes(
         if "persistentVolumeClaim" in vol:
             claim = vol["persistentVolumeClaim"]["claimName"]
             if render.get("PersistentVolumeClaim", claim) is None:
-                raise LocalStackError(f"{where}: PersistentVolumeClaim {claim!r} is not in the render")
+                raise PodRunnerError(f"{where}: PersistentVolumeClaim {claim!r} is not in the render")
             path = (claims or base / "claims") / claim
             path.parent.mkdir(parents=True, exist_ok=True)
             try:
@@ -551,7 +555,7 @@ def materialize_volumes(
             items = spec.get("items") or [{"key": k, "path": k} for k in sorted(data)]
             for item in items:
                 if item["key"] not in data:
-                    raise LocalStackError(f"{where}: {kind} {name} has no key {item['key']!r}")
+                    raise PodRunnerError(f"{where}: {kind} {name} has no key {item['key']!r}")
                 target = path / item["path"]
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(data[item["key"]])
@@ -561,7 +565,7 @@ def materialize_volumes(
             out[vol["name"]] = (path, True)
         else:
             kinds = sorted(k for k in vol if k != "name")
-            raise LocalStackError(f"{where}: volume type {kinds} is not supported")
+            raise PodRunnerError(f"{where}: volume type {kinds} is not supported")
     return out
 
 
@@ -569,14 +573,14 @@ def container_mounts(container: Obj, volumes: Mapping[str, tuple[Path, bool]], w
     mounts: list[Mount] = []
     for i, vm in enumerate(container.get("volumeMounts", [])):
         if vm["name"] not in volumes:
-            raise LocalStackError(f"{where}.volumeMounts[{i}]: no volume {vm['name']!r}")
+            raise PodRunnerError(f"{where}.volumeMounts[{i}]: no volume {vm['name']!r}")
         if vm.get("subPathExpr"):
-            raise LocalStackError(f"{where}.volumeMounts[{i}]: subPathExpr is not supported")
+            raise PodRunnerError(f"{where}.volumeMounts[{i}]: subPathExpr is not supported")
         src, always_ro = volumes[vm["name"]]
         if vm.get("subPath"):
             src = src / vm["subPath"]
             if not src.exists():
-                raise LocalStackError(f"{where}.volumeMounts[{i}]: subPath {vm['subPath']!r} does not exist")
+                raise PodRunnerError(f"{where}.volumeMounts[{i}]: subPath {vm['subPath']!r} does not exist")
         mounts.append(Mount(str(src), vm["mountPath"], always_ro or bool(vm.get("readOnly"))))
     return mounts
 
@@ -588,7 +592,7 @@ def container_mounts(container: Obj, volumes: Mapping[str, tuple[Path, bool]], w
 def _run(argv: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(list(argv), capture_output=True, text=True, **kwargs)
     if done.returncode != 0:
-        raise LocalStackError(
+        raise PodRunnerError(
             f"{' '.join(argv)} exited {done.returncode}: {done.stderr.strip() or done.stdout.strip()}"
         )
     return done
@@ -732,9 +736,9 @@ def _wait_line(proc: Proc, expect: str, timeout: float) -> None:
         if proc.log and proc.log.exists() and expect in proc.log.read_text(errors="replace"):
             return
         if not proc.alive():
-            raise LocalStackError(f"{proc.name} exited {proc.popen.returncode}:\n{proc.log_tail()}")
+            raise PodRunnerError(f"{proc.name} exited {proc.popen.returncode}:\n{proc.log_tail()}")
         time.sleep(0.05)
-    raise LocalStackError(f"{proc.name}: no {expect!r} within {timeout:.0f}s:\n{proc.log_tail()}")
+    raise PodRunnerError(f"{proc.name}: no {expect!r} within {timeout:.0f}s:\n{proc.log_tail()}")
 
 
 def free_port() -> int:
@@ -781,8 +785,8 @@ class Postgres:
     def start(self, cpus: Sequence[int] | None = None) -> None:
         bindir = postgres_bin()
         if bindir is None:
-            raise LocalStackError(
-                "no PostgreSQL server in /usr/lib/postgresql (run scripts/install_postgres.py)"
+            raise PodRunnerError(
+                "no PostgreSQL server in /usr/lib/postgresql (run `make e2e-deps`)"
             )
         self.base.mkdir(parents=True)
         shutil.chown(self.base, "postgres", "postgres")
@@ -844,7 +848,7 @@ class Postgres:
         deadline = time.monotonic() + 60
         while "database system is ready to accept connections" not in _read_from(log, offset):
             if not self.proc.alive() or time.monotonic() > deadline:
-                raise LocalStackError(f"postgres did not become ready:\n{self.proc.log_tail()}")
+                raise PodRunnerError(f"postgres did not become ready:\n{self.proc.log_tail()}")
             time.sleep(0.05)
 
     def psql(
@@ -908,7 +912,7 @@ def _read_from(path: Path, offset: int) -> str:
 
 
 @dataclass
-class LocalStack:
+class PodRunner:
     """The rendered Deployment's pod, its Services and its database, on this machine.
 
     `args` replaces the main container's args and `env_overrides` is applied after the kubelet's
@@ -935,9 +939,9 @@ class LocalStack:
     args: Sequence[str] | None = None
     env_overrides: Mapping[str, str] = field(default_factory=dict)
     stream_logs: bool = False  # the main container's output to this terminal (make up)
-    keep: bool = bool(os.environ.get("LOCALSTACK_KEEP"))
+    keep: bool = bool(os.environ.get("PODRUNNER_KEEP"))
     namespace: str = NAMESPACE
-    replica_of: LocalStack | None = None
+    replica_of: PodRunner | None = None
     init_containers: Sequence[str] | None = None
     claim_ownership: tuple[int, int, int] | None = None
 
@@ -953,6 +957,7 @@ class LocalStack:
     server_argv: list[str] = field(init=False)
     init_logs: dict[str, str] = field(init=False, default_factory=dict)
     init_exited_at: dict[str, float] = field(init=False, default_factory=dict)  # time.monotonic()
+    init_started: dict[str, Proc] = field(init=False, default_factory=dict)  # the current pod's
     volumes: dict[str, tuple[Path, bool]] = field(init=False, default_factory=dict)  # the current pod's
     pods_started: int = field(init=False, default=0)
     _pod_dir: Path | None = field(init=False, default=None)
@@ -986,7 +991,7 @@ class LocalStack:
     def container_port(self) -> int:
         ports = self.main_container.get("ports") or []
         if not ports:
-            raise LocalStackError("spec.template.spec.containers[0].ports: the server declares no port")
+            raise PodRunnerError("spec.template.spec.containers[0].ports: the server declares no port")
         return int(ports[0]["containerPort"])
 
     @property
@@ -997,7 +1002,7 @@ class LocalStack:
     def route_host(self) -> str:
         hosts = self.render.route_hostnames()
         if not hosts:
-            raise LocalStackError(f"{self.render.path}: no HTTPRoute hostname")
+            raise PodRunnerError(f"{self.render.path}: no HTTPRoute hostname")
         return hosts[0]
 
     @property
@@ -1047,7 +1052,7 @@ class LocalStack:
         sc.setdefault("runAsUser", 0)
         sc.setdefault("runAsGroup", sc["runAsUser"])
         if sc.get("runAsNonRoot") and sc["runAsUser"] == 0:
-            raise LocalStackError(
+            raise PodRunnerError(
                 f"container {container['name']}: runAsNonRoot with uid 0 (the kubelet would refuse it)"
             )
         return sc
@@ -1060,13 +1065,13 @@ class LocalStack:
         for p in self.main_container.get("ports") or []:
             if p.get("name") == target:
                 return int(p["containerPort"])
-        raise LocalStackError(
+        raise PodRunnerError(
             f"Service port {port.get('name')}: targetPort {target!r} names no container port"
         )
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def __enter__(self) -> LocalStack:
+    def __enter__(self) -> PodRunner:
         self.start()
         return self
 
@@ -1079,8 +1084,8 @@ class LocalStack:
         if self.local_port is None:
             self.local_port = free_port()
         elif port_busy(self.local_port):
-            raise LocalStackError(f"127.0.0.1:{self.local_port} is busy: choose another local port")
-        self.base = Path(tempfile.mkdtemp(prefix="mlflow-localstack-"))
+            raise PodRunnerError(f"127.0.0.1:{self.local_port} is busy: choose another local port")
+        self.base = Path(tempfile.mkdtemp(prefix="mlflow-podrunner-"))
         self.base.chmod(0o711)
         (self.base / "logs").mkdir()
         self._started = True
@@ -1105,7 +1110,7 @@ class LocalStack:
             or {}
         )
         if creds.get("username", b"").decode() != initdb["owner"]:
-            raise LocalStackError(
+            raise PodRunnerError(
                 f"Cluster {cname}: initdb secret's username is not the owner {initdb['owner']!r}"
             )
         self.postgres = Postgres(cluster, initdb["owner"], creds["password"].decode(), self.base / "postgres")
@@ -1115,7 +1120,7 @@ class LocalStack:
         """Create the pod: namespaces, volumes, Service forwarders and the port-forward, the init
         containers in order (each must exit 0), then the server; returns once it is ready."""
         if self._pause is not None:
-            raise LocalStackError("a pod is running already: stop_pod() first")
+            raise PodRunnerError("a pod is running already: stop_pod() first")
         self.pods_started += 1
         self._pod_dir = self.base / f"pod-{self.pods_started}"
         (self._pod_dir / "logs").mkdir(parents=True)
@@ -1130,12 +1135,13 @@ class LocalStack:
             claims=self.claims_dir,
             claim_ownership=self.claim_ownership,
         )
-        self.init_logs, self.init_exited_at = {}, {}
-        self._hostname = f"{self.deployment_name}-localstack-{secrets.token_hex(3)}"
+        self.init_logs, self.init_exited_at, self.init_started = {}, {}, {}
+        self._hostname = f"{self.deployment_name}-podrunner-{secrets.token_hex(3)}"
         self._pause = _spawn(
             "pause",
-            ["unshare", "--net", "--uts", "--", sys.executable, __file__, "_pause", self._hostname],
+            ["unshare", "--net", "--uts", "--", *HELPER, "_pause", self._hostname],
             self._pod_dir / "logs" / "pause.log",
+            cwd=ROOT,
         )
         _wait_line(self._pause, "ready", 20)
         self._write_network_files()
@@ -1170,21 +1176,28 @@ class LocalStack:
                 continue
             where = f"spec.template.spec.initContainers[{i}] ({c['name']})"
             proc = self._run_container(c, where, self.volumes)
+            self.init_started[c["name"]] = proc
             try:
                 code = proc.popen.wait(600)
             except subprocess.TimeoutExpired:
                 proc.stop(signal.SIGKILL, 1)
-                raise LocalStackError(f"{where}: still running after 600 s:\n{proc.log_tail()}") from None
+                raise PodRunnerError(f"{where}: still running after 600 s:\n{proc.log_tail()}") from None
             self.init_exited_at[c["name"]] = time.monotonic()
             self.init_logs[c["name"]] = proc.log.read_text(errors="replace") if proc.log else ""
             if code != 0:
-                raise LocalStackError(f"{where}: exited {code}:\n{proc.log_tail()}")
+                raise PodRunnerError(f"{where}: exited {code}:\n{proc.log_tail()}")
         if len(pod["containers"]) != 1:
-            raise LocalStackError("spec.template.spec.containers: only a single-container pod is supported")
+            raise PodRunnerError("spec.template.spec.containers: only a single-container pod is supported")
         self.server = self._run_container(
             pod["containers"][0], "spec.template.spec.containers[0] (mlflow)", self.volumes, main=True
         )
         self._wait_ready(ready_timeout)
+
+    def init_log(self, name: str) -> str:
+        """What the current pod's init container `name` has logged so far, while it runs or after
+        ("" before it starts): for tests that act on a line it prints."""
+        proc = self.init_started.get(name)
+        return proc.log.read_text(errors="replace") if proc is not None and proc.log else ""
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         """Signal every process of the server at once (an OOM kill, `kill -9` of the container).
@@ -1195,6 +1208,7 @@ class LocalStack:
         """Delete the pod: SIGTERM to the server and SIGKILL after terminationGracePeriodSeconds,
         then every other container, the forwarders and the namespaces. Claims and database stay."""
         grace = float(self.pod.get("terminationGracePeriodSeconds", 30))
+        self.init_started = {}
         if getattr(self, "server", None) is not None:
             self.server.stop(signal.SIGTERM, grace)
         for proc in [*self._containers, *self._forwarders]:
@@ -1222,7 +1236,7 @@ class LocalStack:
                 return self._run_container(
                     c, f"spec.template.spec.initContainers[{i}] ({name})", self.volumes
                 )
-        raise LocalStackError(f"Deployment {self.deployment_name} has no init container {name!r}")
+        raise PodRunnerError(f"Deployment {self.deployment_name} has no init container {name!r}")
 
     def run_test_pod(self, name: str, timeout: float = 300) -> tuple[int, str]:
         """Run the render's Pod `name` (a `helm test` hook) to completion beside the server: its own
@@ -1230,7 +1244,7 @@ class LocalStack:
         and forward as in the cluster. Returns (exit code, output)."""
         spec = dict(self.render.one("Pod", name)["spec"])
         if len(spec.get("containers", [])) != 1 or spec.get("initContainers"):
-            raise LocalStackError(f"Pod {name}: only a single container and no init containers are supported")
+            raise PodRunnerError(f"Pod {name}: only a single container and no init containers are supported")
         assert self._pod_dir is not None, "no pod is running"
         base = self._pod_dir / "test-pods" / _unused(self._pod_dir / "test-pods", name)
         fs_group = (spec.get("securityContext") or {}).get("fsGroup")
@@ -1240,7 +1254,7 @@ class LocalStack:
             code = proc.popen.wait(timeout)
         except subprocess.TimeoutExpired:
             proc.stop(signal.SIGKILL, 1)
-            raise LocalStackError(
+            raise PodRunnerError(
                 f"Pod {name}: still running after {timeout:.0f} s:\n{proc.log_tail()}"
             ) from None
         return code, proc.log.read_text(errors="replace") if proc.log else ""
@@ -1255,12 +1269,12 @@ class LocalStack:
                 return c
         if len(clusters) == 1:
             return clusters[0]
-        raise LocalStackError(f"{self.render.path}: cannot tell which CNPG Cluster backs PGHOST={pghost!r}")
+        raise PodRunnerError(f"{self.render.path}: cannot tell which CNPG Cluster backs PGHOST={pghost!r}")
 
     def _write_network_files(self) -> None:
         assert self._pod_dir is not None
         lines = [
-            "# Kubernetes-managed hosts file (mlflow-localstack).",
+            "# Kubernetes-managed hosts file (mlflow-podrunner).",
             "127.0.0.1\tlocalhost",
             "::1\tlocalhost ip6-localhost ip6-loopback",
             f"127.0.0.1\t{self._hostname}",
@@ -1292,14 +1306,14 @@ class LocalStack:
         connect_ns: str | None = None,
     ) -> None:
         assert self._pod_dir is not None
-        argv = [sys.executable, __file__, "_forward", listen, connect]
+        argv = [*HELPER, "_forward", listen, connect]
         if listen_ns:
             argv += ["--listen-ns", listen_ns]
         if connect_ns:
             argv += ["--connect-ns", connect_ns]
         if self.cpus:
             argv = ["taskset", "-c", ",".join(map(str, self.cpus)), *argv]
-        proc = _spawn(name, argv, self._pod_dir / "logs" / f"{name}.log")
+        proc = _spawn(name, argv, self._pod_dir / "logs" / f"{name}.log", cwd=ROOT)
         self._forwarders.append(proc)
         _wait_line(proc, "ready", 20)
 
@@ -1326,16 +1340,16 @@ class LocalStack:
             env |= dict(self.env_overrides)
         argv = expand_argv(argv_src, env)
         if not argv:
-            raise LocalStackError(f"{where}.command: empty; the image's entrypoint is not known here")
+            raise PodRunnerError(f"{where}.command: empty; the image's entrypoint is not known here")
         mounts = container_mounts(c, volumes, where)
         cmd = argv[0]
         if cmd.startswith("/"):
             if not any(cmd == m.target or cmd.startswith(m.target.rstrip("/") + "/") for m in mounts):
-                raise LocalStackError(
+                raise PodRunnerError(
                     f"{where}.command {cmd!r}: not a file of the image known here nor of a volume"
                 )
         elif cmd not in image.commands:
-            raise LocalStackError(f"{where}.command {cmd!r}: not a command known of image {image.repository}")
+            raise PodRunnerError(f"{where}.command {cmd!r}: not a command known of image {image.repository}")
         host_paths = sorted({str(VENV.resolve()), str(Path(sys.base_prefix).resolve())})
         pod_sc = pod.get("securityContext") or {}
         groups = sorted(
@@ -1378,14 +1392,15 @@ class LocalStack:
             "--propagation",
             "private",
             "--",
-            sys.executable,
-            __file__,
+            *HELPER,
             "_enter",
             str(spec_file),
         ]
         if self.cpus:
             launcher = ["taskset", "-c", ",".join(map(str, self.cpus)), *launcher]
-        proc = _spawn(run, launcher, self._pod_dir / "logs" / f"{run}.log", stream=main and self.stream_logs)
+        proc = _spawn(
+            run, launcher, self._pod_dir / "logs" / f"{run}.log", stream=main and self.stream_logs, cwd=ROOT
+        )
         if main:
             self.server_env, self.server_argv = env, argv
         else:
@@ -1398,7 +1413,7 @@ class LocalStack:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.server.alive():
-                raise LocalStackError(
+                raise PodRunnerError(
                     f"the server exited {self.server.popen.returncode}:\n{self.server.log_tail()}"
                 )
             try:
@@ -1408,7 +1423,7 @@ class LocalStack:
             except OSError:
                 pass
             time.sleep(0.2)
-        raise LocalStackError(
+        raise PodRunnerError(
             f"the server is not ready on {path} after {timeout:.0f}s:\n{self.server.log_tail()}"
         )
 
@@ -1420,13 +1435,13 @@ class LocalStack:
         if self.replica_of is None and getattr(self, "postgres", None) is not None:
             self.postgres.stop()
         if self.keep:
-            print(f"localstack: kept {self.base}", file=sys.stderr)
+            print(f"podrunner: kept {self.base}", file=sys.stderr)
             return
         shutil.rmtree(self.base, ignore_errors=True)
 
 
 def preflight() -> None:
-    """What the harness needs of the machine; raises LocalStackError naming what is missing."""
+    """What the harness needs of the machine; raises PodRunnerError naming what is missing."""
     missing: list[str] = []
     if os.geteuid() != 0:
         missing.append("root (namespaces, chroot and setpriv need it)")
@@ -1438,7 +1453,7 @@ def preflight() -> None:
     if mlflow_version() is None:
         missing.append(f"mlflow in {VENV}")
     if missing:
-        raise LocalStackError("missing: " + "; ".join(missing) + " (`make e2e` installs them)")
+        raise PodRunnerError("missing: " + "; ".join(missing) + " (`make e2e` installs them)")
 
 
 class Poll:
@@ -1656,9 +1671,9 @@ def _interrupt(*_: object) -> None:
 
 
 def _cmd_up(render: Path, port: int, cpus: Sequence[int] | None) -> int:
-    stack = LocalStack(render, local_port=port, cpus=cpus, stream_logs=True)
+    stack = PodRunner(render, local_port=port, cpus=cpus, stream_logs=True)
     signal.signal(signal.SIGTERM, _interrupt)
-    print(f"localstack: starting PostgreSQL and the pod of {render} ...", file=sys.stderr, flush=True)
+    print(f"podrunner: starting PostgreSQL and the pod of {render} ...", file=sys.stderr, flush=True)
     try:
         stack.start()
         svc = stack.render.service_for(stack.deployment)["metadata"]["name"]
@@ -1675,22 +1690,22 @@ def _cmd_up(render: Path, port: int, cpus: Sequence[int] | None) -> int:
         )
         while stack.server.alive():
             time.sleep(0.5)
-        print(f"localstack: the server exited {stack.server.popen.returncode}", file=sys.stderr)
+        print(f"podrunner: the server exited {stack.server.popen.returncode}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("\nlocalstack: stopping MLflow and PostgreSQL ...", file=sys.stderr, flush=True)
+        print("\npodrunner: stopping MLflow and PostgreSQL ...", file=sys.stderr, flush=True)
         return 0
-    except LocalStackError as err:
-        print(f"localstack: {err}", file=sys.stderr)
+    except PodRunnerError as err:
+        print(f"podrunner: {err}", file=sys.stderr)
         return 1
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         stack.stop()
-        print("localstack: stopped.", file=sys.stderr)
+        print("podrunner: stopped.", file=sys.stderr)
 
 
 def _cmd_env(render: Path) -> None:
-    stack = LocalStack(render)
+    stack = PodRunner(render)
     c = stack.main_container
     image = image_of(c, "spec.template.spec.containers[0]")
     env = stack.resolved_env(c, "spec.template.spec.containers[0]", image, "<pod>")
@@ -1707,7 +1722,9 @@ def _cmd_env(render: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m mlflow_gitops.podrunner", description=__doc__.splitlines()[0]
+    )
     sub = parser.add_subparsers(dest="cmd", required=True)
     up = sub.add_parser("up", help="run the rendered pod in the foreground")
     up.add_argument("--render", type=Path, default=DEFAULT_RENDER)
@@ -1738,9 +1755,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         _cmd_enter(args.spec)
     return 0
 
-
-if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except LocalStackError as err:
-        sys.exit(f"localstack: {err}")

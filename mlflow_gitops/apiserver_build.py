@@ -17,7 +17,7 @@ The builds use the default Go build cache and GOTOOLCHAIN=local (never another t
 A binary already in ./bin is kept when it reports the pin. `--sync` rewrites the two go.mod files
 from the pins (after a bump of tools/versions.env) and runs `go mod tidy`.
 
-Usage: scripts/apiserver_build.py [--sync] [kube-apiserver|etcd ...]
+Usage: python -m mlflow_gitops.apiserver_build [--sync] [kube-apiserver|etcd ...]
 """
 
 from __future__ import annotations
@@ -32,8 +32,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from versions import KUBE_VERSION, PINS, ROOT  # noqa: E402
+from mlflow_gitops.versions import KUBE_VERSION, PINS, ROOT
 
 BIN = ROOT / "bin"
 MODULES = ROOT / "tools" / "apiserver"
@@ -207,7 +206,7 @@ def install(binary: Binary) -> str:
         raise SystemExit(
             f"{binary.tools_module.relative_to(ROOT)}/go.mod does not match tools/versions.env: "
             + "; ".join(problems)
-            + " (run `scripts/apiserver_build.py --sync`)"
+            + " (run `python -m mlflow_gitops.apiserver_build --sync`)"
         )
     if matches(binary):
         return f"{binary.name} {binary.version}: ./bin (up to date)"

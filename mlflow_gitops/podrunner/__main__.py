@@ -1,0 +1,11 @@
+"""`python -m mlflow_gitops.podrunner`: `up`, `env`, and the helpers the harness spawns of itself."""
+
+import sys
+
+from mlflow_gitops.podrunner.runner import PodRunnerError, main
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except PodRunnerError as err:
+        sys.exit(f"podrunner: {err}")
