@@ -3,24 +3,41 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
-from mlflow_gitops import chart
-from mlflow_gitops import chart_lock
+import yaml
+
+from mlflow_gitops import chart, chart_lock
 
 
 def test_chart_lock_matches_chart_yaml() -> None:
     assert (chart.CHART / "Chart.lock").read_text() == chart_lock.render(chart.CHART)
 
 
-def test_upstream_chart_is_pinned_to_1_11_5() -> None:
-    import yaml
+def upstream_pin() -> dict[str, str]:
+    """The community mlflow chart as Chart.yaml declares it: the one place its version lives."""
+    (dep,) = yaml.safe_load((chart.CHART / "Chart.yaml").read_text())["dependencies"]
+    return {k: str(dep[k]) for k in ("name", "repository", "version")}
 
+
+def test_lock_pins_the_community_chart_at_an_exact_version() -> None:
+    pin = upstream_pin()
+    assert pin["name"] == "mlflow"
+    assert pin["repository"] == "https://community-charts.github.io/helm-charts"
+    assert chart_lock.EXACT_VERSION.match(pin["version"]), pin
     lock = yaml.safe_load((chart.CHART / "Chart.lock").read_text())
-    assert lock["dependencies"] == [
-        {"name": "mlflow", "repository": "https://community-charts.github.io/helm-charts", "version": "1.11.5"}
-    ]
+    assert lock["dependencies"] == [pin]
+
+
+def bump_patch(chart_yaml: str, version: str) -> str:
+    """Chart.yaml text with the dependency's `version: x.y.z` line moved one patch up."""
+    major, minor, patch = version.split(".")
+    line = re.compile(rf"^(\s+version:\s*\"?){re.escape(version)}(\"?\s*)$", re.MULTILINE)
+    bumped, count = line.subn(rf"\g<1>{major}.{minor}.{int(patch) + 1}\g<2>", chart_yaml)
+    assert count == 1, f"no single dependency line `version: {version}` in Chart.yaml"
+    return bumped
 
 
 def helm_dependency_build(chart_dir: Path, home: Path) -> str:
@@ -47,6 +64,6 @@ def test_helm_accepts_the_lock_digest(tmp_path: Path) -> None:
 
 def test_helm_rejects_a_stale_lock(tmp_path: Path) -> None:
     copy = chart.own_chart_copy(tmp_path / "chart")
-    (copy / "Chart.yaml").write_bytes((chart.CHART / "Chart.yaml").read_bytes().replace(b"1.11.5", b"1.11.4"))
+    (copy / "Chart.yaml").write_text(bump_patch((chart.CHART / "Chart.yaml").read_text(), upstream_pin()["version"]))
     (copy / "Chart.lock").write_bytes((chart.CHART / "Chart.lock").read_bytes())
     assert "out of sync" in helm_dependency_build(copy, tmp_path)

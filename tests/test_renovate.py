@@ -10,6 +10,7 @@ import yaml
 
 from mlflow_gitops import versions
 from mlflow_gitops.versions import ROOT
+from tests.support.manifests import images
 
 RENOVATE = ROOT / "renovate.json"
 COMMENT = "# renovate:"
@@ -80,3 +81,43 @@ def test_pip_manager_reads_every_requirements_file() -> None:
     regex = python_regex(pattern.strip("/"))
     files = sorted(p.name for p in ROOT.glob("requirements*.txt"))
     assert files and all(regex.search(name) for name in files)
+
+
+def custom_managers_reading(path: str) -> list[dict[str, Any]]:
+    managers: list[dict[str, Any]] = config()["customManagers"]
+    return [m for m in managers if any(python_regex(p.strip("/")).search(path) for p in m["managerFilePatterns"])]
+
+
+def pins_found(path: str) -> set[tuple[str, str]]:
+    """(depName, currentValue) of every pin Renovate's regex managers extract from a file."""
+    text = (ROOT / path).read_text()
+    found: set[tuple[str, str]] = set()
+    for manager in custom_managers_reading(path):
+        for pattern in manager["matchStrings"]:
+            for m in python_regex(pattern).finditer(text):
+                groups = m.groupdict()
+                found.add((groups.get("depName") or manager.get("depNameTemplate", ""), groups["currentValue"]))
+    return found
+
+
+def test_every_image_of_every_render_is_bumped_by_a_rule(committed_renders: dict[str, list[Any]]) -> None:
+    """An image is covered when a regex manager finds its exact name:tag in the chart's or an
+    environment's values, or when it is the MLflow image at the chart's appVersion (that manager's)."""
+    found = pins_found("charts/mlflow-stack/Chart.yaml")
+    for path in ["charts/mlflow-stack/values.yaml", *(f"values/{p.name}" for p in (ROOT / "values").glob("*.yaml"))]:
+        found |= pins_found(path)
+    for env, documents in committed_renders.items():
+        for ref in images(documents):
+            name, _, tag = ref.rpartition(":")
+            assert (name, tag) in found, f"rendered/{env}.yaml: image {ref} is pinned where no Renovate rule reads it"
+
+
+def test_image_lock_pins_are_never_bumped_alone() -> None:
+    """requirements-e2e.txt pins the MLflow image's own lock: only mlflow moves, with its group."""
+    names = re.findall(r"^([A-Za-z0-9_.-]+)==", (ROOT / "requirements-e2e.txt").read_text(), flags=re.MULTILINE)
+    rules = config()["packageRules"]
+    (disabled,) = [r for r in rules if r.get("matchFileNames") == ["requirements-e2e.txt"]]
+    assert disabled["enabled"] is False and disabled["matchPackageNames"] == ["!mlflow"]
+    assert "mlflow" in names and len(names) > 1
+    (group,) = [r for r in rules if r.get("groupName") == "mlflow"]
+    assert {"mlflow", "burakince/mlflow"} <= set(group["matchPackageNames"])

@@ -38,3 +38,17 @@ def env_value(container_spec: Obj, name: str) -> Obj:
         if item["name"] == name:
             return item
     raise AssertionError(f"no env {name} in container {container_spec['name']}")
+
+
+def images(objects: Any) -> list[str]:
+    """Every container image of every pod template (Deployments, Jobs, CronJobs, Pods) in a render."""
+    found: list[str] = []
+    if isinstance(objects, dict):
+        for key in ("containers", "initContainers"):
+            found += [c["image"] for c in objects.get(key) or [] if isinstance(c, dict) and "image" in c]
+        for value in objects.values():
+            found += images(value)
+    elif isinstance(objects, list):
+        for value in objects:
+            found += images(value)
+    return found
