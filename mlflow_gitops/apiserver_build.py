@@ -109,7 +109,11 @@ def module_info(module: str, version: str) -> dict:
     """`go mod download -json` of one module version: Dir, GoMod, Time..."""
     with tempfile.TemporaryDirectory() as outside_any_module:
         info = json.loads(
-            run(["go", "mod", "download", "-json", f"{module}@{version}"], cwd=Path(outside_any_module), capture=True)
+            run(
+                ["go", "mod", "download", "-json", f"{module}@{version}"],
+                cwd=Path(outside_any_module),
+                capture=True,
+            )
         )
     if "Error" in info:
         raise SystemExit(f"go mod download {module}@{version}: {info['Error']}")
@@ -137,7 +141,9 @@ def module_problems(binary: Binary) -> list[str]:
     required = {r["Path"]: r["Version"] for r in mod.get("Require") or []}
     problems = []
     if required.get(binary.module) != binary.version:
-        problems.append(f"requires {binary.module} {required.get(binary.module)}, the pin is {binary.version}")
+        problems.append(
+            f"requires {binary.module} {required.get(binary.module)}, the pin is {binary.version}"
+        )
     if binary is KUBE_APISERVER:
         staging = staging_version(binary.version)
         for replace in mod.get("Replace") or []:
@@ -226,7 +232,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown binaries {sorted(unknown)}")
     minor = ".".join(KUBE_VERSION.split(".")[:2])
     if not KUBE_APISERVER.version.removeprefix("v").startswith(minor + "."):
-        print(f"warning: kube-apiserver {KUBE_APISERVER.version} is not Kubernetes {minor} (KUBE_VERSION)", flush=True)
+        print(
+            f"warning: kube-apiserver {KUBE_APISERVER.version} is not Kubernetes {minor} (KUBE_VERSION)",
+            flush=True,
+        )
     BIN.mkdir(exist_ok=True)
     for binary in BINARIES:
         if args.names and binary.name not in args.names:

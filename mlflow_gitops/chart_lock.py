@@ -32,7 +32,9 @@ def as_go_json(dep: dict[str, Any]) -> dict[str, Any]:
 
 def digest(dependencies: list[dict[str, Any]]) -> str:
     req = [as_go_json(d) for d in dependencies]
-    locked = [{"name": d["name"], "version": d["version"], "repository": d["repository"]} for d in dependencies]
+    locked = [
+        {"name": d["name"], "version": d["version"], "repository": d["repository"]} for d in dependencies
+    ]
     data = json.dumps([req, locked], separators=(",", ":"), ensure_ascii=False)
     return "sha256:" + hashlib.sha256(data.encode()).hexdigest()
 

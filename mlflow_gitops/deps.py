@@ -33,7 +33,10 @@ def chart_meta(source: Path) -> dict[str, object]:
     if source.is_dir():
         return yaml.safe_load((source / "Chart.yaml").read_text())
     with tarfile.open(source) as archive:
-        member = next((m for m in archive.getmembers() if m.name.endswith("/Chart.yaml") and m.name.count("/") == 1), None)
+        member = next(
+            (m for m in archive.getmembers() if m.name.endswith("/Chart.yaml") and m.name.count("/") == 1),
+            None,
+        )
         if member is None:
             raise SystemExit(f"MLFLOW_CHART={source}: no Chart.yaml at the top of the archive")
         handle = archive.extractfile(member)

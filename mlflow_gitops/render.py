@@ -44,7 +44,9 @@ def render(env: str, *, chart: Path = CHART, out_dir: Path = RENDERED) -> Path:
             handle.write(text)
         problems = kubeconform([tmp])
         if problems:
-            raise SystemExit(f"make render ENV={env}: kubeconform rejected the render, nothing written:\n{problems}")
+            raise SystemExit(
+                f"make render ENV={env}: kubeconform rejected the render, nothing written:\n{problems}"
+            )
         target = out_dir / f"{env}.yaml"
         tmp.replace(target)
     finally:

@@ -9,7 +9,9 @@ from mlflow_gitops import tools
 from mlflow_gitops.versions import KUBE_VERSION, ROOT
 
 SCHEMAS = ROOT / "schemas"
-SCHEMA_LOCATION = str(SCHEMAS) + "/{{.NormalizedKubernetesVersion}}-standalone-strict/{{.ResourceKind}}{{.KindSuffix}}.json"
+SCHEMA_LOCATION = (
+    str(SCHEMAS) + "/{{.NormalizedKubernetesVersion}}-standalone-strict/{{.ResourceKind}}{{.KindSuffix}}.json"
+)
 
 
 def kubeconform_binary() -> str:

@@ -56,5 +56,6 @@ def own_homelab() -> list[Obj]:
 def committed_renders() -> dict[str, list[Obj]]:
     """Every committed rendered/<env>.yaml, by environment."""
     return {
-        p.stem: [d for d in yaml.safe_load_all(p.read_text()) if d] for p in sorted(chart.RENDERED.glob("*.yaml"))
+        p.stem: [d for d in yaml.safe_load_all(p.read_text()) if d]
+        for p in sorted(chart.RENDERED.glob("*.yaml"))
     }

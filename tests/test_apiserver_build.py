@@ -13,7 +13,9 @@ import pytest
 
 from mlflow_gitops import apiserver_build, versions
 
-pytestmark = pytest.mark.skipif(shutil.which("go") is None, reason="needs the go command (`make tools` needs it too)")
+pytestmark = pytest.mark.skipif(
+    shutil.which("go") is None, reason="needs the go command (`make tools` needs it too)"
+)
 
 
 @pytest.mark.parametrize("binary", apiserver_build.BINARIES, ids=lambda b: b.name)

@@ -65,7 +65,9 @@ def test_partial_uploads_are_removed_before_the_server_starts(homelab: list[Obj]
     assert cleanup["command"][:2] == ["find", "/mlflow/artifacts"]
     assert ".artifact.uploading.*" in cleanup["command"] and "-delete" in cleanup["command"]
     mounts = {m["mountPath"]: m["name"] for m in cleanup["volumeMounts"]}
-    server_mounts = {m["mountPath"]: m["name"] for m in container(deployment(homelab), "mlflow")["volumeMounts"]}
+    server_mounts = {
+        m["mountPath"]: m["name"] for m in container(deployment(homelab), "mlflow")["volumeMounts"]
+    }
     assert mounts["/mlflow/artifacts"] == server_mounts["/mlflow/artifacts"]
 
 
@@ -85,7 +87,11 @@ def test_artifact_claim_is_50gi_rwx_on_nfs_slow(homelab: list[Obj]) -> None:
 def test_artifact_claim_is_mounted_at_mlflow_artifacts(homelab: list[Obj]) -> None:
     pod = deployment(homelab)["spec"]["template"]["spec"]
     volumes = {v["name"]: v for v in pod["volumes"]}
-    mounts = [m for m in container(deployment(homelab), "mlflow")["volumeMounts"] if m["mountPath"] == "/mlflow/artifacts"]
+    mounts = [
+        m
+        for m in container(deployment(homelab), "mlflow")["volumeMounts"]
+        if m["mountPath"] == "/mlflow/artifacts"
+    ]
     assert len(mounts) == 1
     assert volumes[mounts[0]["name"]]["persistentVolumeClaim"]["claimName"] == "mlflow-artifacts"
 

@@ -34,7 +34,9 @@ def entries(tool: str) -> list[EntryPoint]:
 def values_text(objects: list[Obj]) -> str:
     """What helm-controller passes as values: the ConfigMap key the HelmRelease names."""
     release = one(objects, "HelmRelease")
-    assert "values" not in release["spec"], "values inline in the HelmRelease: they belong in values/<env>.yaml"
+    assert "values" not in release["spec"], (
+        "values inline in the HelmRelease: they belong in values/<env>.yaml"
+    )
     assert "valuesFiles" not in release["spec"]["chart"]["spec"]
     (source,) = release["spec"]["valuesFrom"]
     assert source["kind"] == "ConfigMap"
@@ -111,6 +113,7 @@ def test_every_environment_has_an_entry_point(tool: str) -> None:
 
 def test_depends_on_component_orders_after_the_operators_and_still_validates(tmp_path: Path) -> None:
     """The optional component, enabled the way the README says, in a copy of the homelab entry point."""
+
     def here(path: str | Path) -> str:  # kustomize takes relative paths only
         return os.path.relpath(ROOT / path, tmp_path)
 
@@ -118,7 +121,9 @@ def test_depends_on_component_orders_after_the_operators_and_still_validates(tmp
     kustomization["resources"] = [here(r) for r in kustomization["resources"]]
     kustomization["components"] = [here(c) for c in kustomization["components"]] + [here(gitops.DEPENDS_ON)]
     for generator in kustomization["configMapGenerator"]:
-        generator["files"] = [f"{key}={here(path)}" for key, _, path in (f.partition("=") for f in generator["files"])]
+        generator["files"] = [
+            f"{key}={here(path)}" for key, _, path in (f.partition("=") for f in generator["files"])
+        ]
     (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
     text = gitops.build(tmp_path, unrestricted=True)
     assert gitops.validate_text(text) == ""
@@ -140,13 +145,17 @@ def test_helmrelease_installs_this_chart_from_this_repository(entry_point: Entry
     meta = yaml.safe_load((chart_dir / "Chart.yaml").read_text())
     # helm-controller ignores `version` for a chart from Git: the chart is the one at the revision.
     assert chart_spec.get("version", meta["version"]) == meta["version"]
-    assert chart_spec["reconcileStrategy"] == "Revision", "without it, a commit without a version bump never deploys"
+    assert chart_spec["reconcileStrategy"] == "Revision", (
+        "without it, a commit without a version bump never deploys"
+    )
     source = chart_spec["sourceRef"]
     repo = one(objects, "GitRepository", source["name"])
     assert source["kind"] == "GitRepository"
     assert source.get("namespace", release["metadata"]["namespace"]) == repo["metadata"]["namespace"]
     assert (spec["releaseName"], spec["targetNamespace"]) == (chart.RELEASE, chart.NAMESPACE)
-    assert release["metadata"]["namespace"] == chart.NAMESPACE, "valuesFrom reads ConfigMaps of this namespace"
+    assert release["metadata"]["namespace"] == chart.NAMESPACE, (
+        "valuesFrom reads ConfigMaps of this namespace"
+    )
 
 
 @pytest.mark.parametrize("entry_point", entries("flux"), ids=lambda e: e.name)

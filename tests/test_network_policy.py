@@ -25,7 +25,9 @@ def pods(homelab: list[Obj]) -> dict[str, Pod]:
     return {
         "mlflow": Pod(NS, mlflow_labels, ip="10.1.0.10"),
         "postgres": Pod(NS, {"cnpg.io/cluster": cluster, "cnpg.io/podRole": "instance"}, ip="10.1.0.11"),
-        "gateway": Pod("network", {"gateway.envoyproxy.io/owning-gateway-name": "envoy-internal"}, ip="10.1.0.12"),
+        "gateway": Pod(
+            "network", {"gateway.envoyproxy.io/owning-gateway-name": "envoy-internal"}, ip="10.1.0.12"
+        ),
         "other-gateway": Pod("network", {"gateway.envoyproxy.io/owning-gateway-name": "envoy-external"}),
         "operator": Pod("cnpg-system", {"app.kubernetes.io/name": "cloudnative-pg"}),
         "smoke-test": Pod(NS, one(homelab, "Pod")["metadata"]["labels"]),
@@ -82,7 +84,9 @@ def test_other_connection_is_denied(
     assert not allowed(policies, pods[src], pods[dst], port, protocol, namespace=NS)
 
 
-def test_postgres_reaches_only_the_api_server_ports_outside(policies: list[Obj], pods: dict[str, Pod]) -> None:
+def test_postgres_reaches_only_the_api_server_ports_outside(
+    policies: list[Obj], pods: dict[str, Pod]
+) -> None:
     api = Pod("world", {}, ip="192.0.2.10")
     assert allowed(policies, pods["postgres"], api, 6443, namespace=NS)
     assert not allowed(policies, pods["postgres"], api, 22, namespace=NS)

@@ -14,7 +14,11 @@ def pod_specs(objs: list[Obj]) -> dict[str, Obj]:
     specs: dict[str, Obj] = {}
     for kind in WORKLOADS:
         for obj in find(objs, kind):
-            template = obj["spec"]["jobTemplate"]["spec"]["template"] if kind == "CronJob" else obj["spec"]["template"]
+            template = (
+                obj["spec"]["jobTemplate"]["spec"]["template"]
+                if kind == "CronJob"
+                else obj["spec"]["template"]
+            )
             specs[f"{kind}/{obj['metadata']['name']}"] = template["spec"]
     for pod in find(objs, "Pod"):
         specs[f"Pod/{pod['metadata']['name']}"] = pod["spec"]

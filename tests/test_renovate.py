@@ -47,7 +47,9 @@ def test_every_renovate_comment_in_versions_env_is_followed_by_a_pin() -> None:
         if line.startswith(COMMENT):
             following = lines[number] if number < len(lines) else ""
             key, sep, value = following.partition("=")
-            assert sep and key.isidentifier() and value, f"versions.env:{number}: {line!r} is not followed by KEY=value"
+            assert sep and key.isidentifier() and value, (
+                f"versions.env:{number}: {line!r} is not followed by KEY=value"
+            )
 
 
 def test_versions_env_manager_extracts_every_annotated_pin() -> None:
@@ -85,7 +87,9 @@ def test_pip_manager_reads_every_requirements_file() -> None:
 
 def custom_managers_reading(path: str) -> list[dict[str, Any]]:
     managers: list[dict[str, Any]] = config()["customManagers"]
-    return [m for m in managers if any(python_regex(p.strip("/")).search(path) for p in m["managerFilePatterns"])]
+    return [
+        m for m in managers if any(python_regex(p.strip("/")).search(path) for p in m["managerFilePatterns"])
+    ]
 
 
 def pins_found(path: str) -> set[tuple[str, str]]:
@@ -96,7 +100,9 @@ def pins_found(path: str) -> set[tuple[str, str]]:
         for pattern in manager["matchStrings"]:
             for m in python_regex(pattern).finditer(text):
                 groups = m.groupdict()
-                found.add((groups.get("depName") or manager.get("depNameTemplate", ""), groups["currentValue"]))
+                found.add(
+                    (groups.get("depName") or manager.get("depNameTemplate", ""), groups["currentValue"])
+                )
     return found
 
 
@@ -104,17 +110,24 @@ def test_every_image_of_every_render_is_bumped_by_a_rule(committed_renders: dict
     """An image is covered when a regex manager finds its exact name:tag in the chart's or an
     environment's values, or when it is the MLflow image at the chart's appVersion (that manager's)."""
     found = pins_found("charts/mlflow-stack/Chart.yaml")
-    for path in ["charts/mlflow-stack/values.yaml", *(f"values/{p.name}" for p in (ROOT / "values").glob("*.yaml"))]:
+    for path in [
+        "charts/mlflow-stack/values.yaml",
+        *(f"values/{p.name}" for p in (ROOT / "values").glob("*.yaml")),
+    ]:
         found |= pins_found(path)
     for env, documents in committed_renders.items():
         for ref in images(documents):
             name, _, tag = ref.rpartition(":")
-            assert (name, tag) in found, f"rendered/{env}.yaml: image {ref} is pinned where no Renovate rule reads it"
+            assert (name, tag) in found, (
+                f"rendered/{env}.yaml: image {ref} is pinned where no Renovate rule reads it"
+            )
 
 
 def test_image_lock_pins_are_never_bumped_alone() -> None:
     """requirements-e2e.txt pins the MLflow image's own lock: only mlflow moves, with its group."""
-    names = re.findall(r"^([A-Za-z0-9_.-]+)==", (ROOT / "requirements-e2e.txt").read_text(), flags=re.MULTILINE)
+    names = re.findall(
+        r"^([A-Za-z0-9_.-]+)==", (ROOT / "requirements-e2e.txt").read_text(), flags=re.MULTILINE
+    )
     rules = config()["packageRules"]
     (disabled,) = [r for r in rules if r.get("matchFileNames") == ["requirements-e2e.txt"]]
     assert disabled["enabled"] is False and disabled["matchPackageNames"] == ["!mlflow"]

@@ -33,7 +33,9 @@ def test_every_skip_is_justified() -> None:
 def checkov(path: Path) -> dict[str, Any]:
     skip = ",".join(config()["checkov"]["skip"])
     cmd = [str(CHECKOV), "--framework", "kubernetes", "--skip-download", "--output", "json", "--quiet"]
-    out = subprocess.run([*cmd, "--skip-check", skip, "-f", str(path)], capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        [*cmd, "--skip-check", skip, "-f", str(path)], capture_output=True, text=True, check=False
+    )
     assert out.stdout.strip(), out.stderr
     report = json.loads(out.stdout)
     return report[0] if isinstance(report, list) else report

@@ -23,7 +23,9 @@ def test_helm_targets_the_pinned_kubernetes_version_by_default(tmp_path: Path) -
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: probe\ndata:\n"
         "  kube: {{ .Capabilities.KubeVersion.Version | quote }}\n"
     )
-    out = subprocess.run([chart.helm(), "template", str(tmp_path)], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [chart.helm(), "template", str(tmp_path)], capture_output=True, text=True, check=True
+    )
     assert f'kube: "v{versions.KUBE_VERSION}"' in out.stdout
 
 

@@ -70,6 +70,7 @@ def snapshot(api: ApiServer, manifest: list[dict[str, Any]], namespace: str) -> 
 
 def writes(before: Snapshot, after: Snapshot) -> set[Key]:
     """Objects the API server wrote between the snapshots (new resourceVersion, uid or generation)."""
+
     def stamp(o: dict[str, Any]) -> tuple[Any, ...]:
         meta = o["metadata"]
         return meta["uid"], meta["resourceVersion"], meta.get("generation")
@@ -89,7 +90,9 @@ def rendered_changes(set_string: str) -> set[Key]:
     ns = chart.NAMESPACE
     base_by_key = {key(d, ns): d for d in base}
     changed_by_key = {key(d, ns): d for d in changed}
-    assert base_by_key.keys() == changed_by_key.keys(), "the value should change objects, not add or remove them"
+    assert base_by_key.keys() == changed_by_key.keys(), (
+        "the value should change objects, not add or remove them"
+    )
     return {k for k in base_by_key if base_by_key[k] != changed_by_key[k]}
 
 
@@ -97,9 +100,7 @@ def hooks_of(helm: Helm) -> set[Key]:
     return {key(d, helm.namespace) for d in helm.objects("hooks") if d.get("kind")}
 
 
-def test_install_upgrade_rollback_uninstall(
-    api: ApiServer, mlflow_namespace: str, tmp_path: Path
-) -> None:
+def test_install_upgrade_rollback_uninstall(api: ApiServer, mlflow_namespace: str, tmp_path: Path) -> None:
     helm = Helm(api, mlflow_namespace, tmp_path / "helm")
     chart_dir, values = str(chart.CHART), str(HOMELAB)
 
@@ -110,8 +111,12 @@ def test_install_upgrade_rollback_uninstall(
     missing = {key(o, mlflow_namespace) for o in manifest} - installed.keys()
     assert not missing, f"helm install reported success but the API server has no {sorted(missing)}"
     hooks = hooks_of(helm)
-    hook_objects = {k: o for k, o in snapshot(api, helm.objects("hooks"), mlflow_namespace).items() if k in hooks}
-    assert ("Secret", mlflow_namespace, "mlflow-flask-server-secret-key") in hook_objects, "pre-install hook Secret"
+    hook_objects = {
+        k: o for k, o in snapshot(api, helm.objects("hooks"), mlflow_namespace).items() if k in hooks
+    }
+    assert ("Secret", mlflow_namespace, "mlflow-flask-server-secret-key") in hook_objects, (
+        "pre-install hook Secret"
+    )
 
     # 2. upgrade with the same values: no object is written.
     helm("upgrade", RELEASE, chart_dir, "-f", values, "--wait=false")
@@ -130,7 +135,10 @@ def test_install_upgrade_rollback_uninstall(
     changed = snapshot(api, manifest, mlflow_namespace)
     assert writes(same, changed) == expected, "an upgrade must write exactly the objects whose render changed"
     deployment = changed[("Deployment", mlflow_namespace, "mlflow")]
-    assert deployment["metadata"]["generation"] == same[("Deployment", mlflow_namespace, "mlflow")]["metadata"]["generation"] + 1
+    assert (
+        deployment["metadata"]["generation"]
+        == same[("Deployment", mlflow_namespace, "mlflow")]["metadata"]["generation"] + 1
+    )
     assert f"--workers={workers}" in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
 
     # 4. rollback to revision 2: the changed objects get their content back, the others are untouched.
@@ -149,7 +157,10 @@ def test_install_upgrade_rollback_uninstall(
         for o in manifest
         if o["metadata"].get("annotations", {}).get("helm.sh/resource-policy") == "keep"
     }
-    assert {("PersistentVolumeClaim", mlflow_namespace, "mlflow-artifacts"), ("Cluster", mlflow_namespace, "mlflow-postgres")} <= keep
+    assert {
+        ("PersistentVolumeClaim", mlflow_namespace, "mlflow-artifacts"),
+        ("Cluster", mlflow_namespace, "mlflow-postgres"),
+    } <= keep
     helm("uninstall", RELEASE, "--wait=false")
     assert RELEASE not in helm("list", "-q").split()
     left = snapshot(api, manifest, mlflow_namespace)

@@ -38,7 +38,14 @@ def pod_templates() -> list[tuple[str, Obj]]:
             spec = doc.get("spec", {})
             if doc["kind"] == "CronJob":
                 spec = spec["jobTemplate"]["spec"]
-            if "template" in spec and doc["kind"] in {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob"}:
+            if "template" in spec and doc["kind"] in {
+                "Deployment",
+                "StatefulSet",
+                "DaemonSet",
+                "ReplicaSet",
+                "Job",
+                "CronJob",
+            }:
                 found.append((f"{path.stem}/{doc['kind']}/{doc['metadata']['name']}", spec["template"]))
     return found
 
@@ -66,7 +73,13 @@ def restricted_namespace(api: ApiServer) -> str:
     api.namespace(NAMESPACE, RESTRICTED)
     for _, template in TEMPLATES:  # ServiceAccount admission wants them to exist
         account = template["spec"].get("serviceAccountName", "default")
-        api.ensure({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": account, "namespace": NAMESPACE}})
+        api.ensure(
+            {
+                "apiVersion": "v1",
+                "kind": "ServiceAccount",
+                "metadata": {"name": account, "namespace": NAMESPACE},
+            }
+        )
     return NAMESPACE
 
 
@@ -89,7 +102,9 @@ def non_compliant_pod() -> Obj:
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": "root-and-privileged"},
-        "spec": {"containers": [{"name": "c", "image": "busybox:1.37", "securityContext": {"privileged": True}}]},
+        "spec": {
+            "containers": [{"name": "c", "image": "busybox:1.37", "securityContext": {"privileged": True}}]
+        },
     }
 
 

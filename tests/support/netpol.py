@@ -36,7 +36,9 @@ def peer_matches(peer: Obj, policy_ns: str, other: Pod) -> bool:
     if "ipBlock" in peer:
         block = peer["ipBlock"]
         inside = ipaddress.ip_address(other.ip) in ipaddress.ip_network(block["cidr"])
-        return inside and not any(ipaddress.ip_address(other.ip) in ipaddress.ip_network(e) for e in block.get("except", []))
+        return inside and not any(
+            ipaddress.ip_address(other.ip) in ipaddress.ip_network(e) for e in block.get("except", [])
+        )
     unsupported = set(peer) - {"podSelector", "namespaceSelector"}
     if unsupported:
         raise NotImplementedError(f"peer fields {unsupported}")

@@ -6,7 +6,17 @@ import json
 from pathlib import Path
 from typing import Any
 
-CONSTRAINTS = {"pattern", "enum", "minimum", "maximum", "minLength", "maxLength", "minItems", "minProperties", "const"}
+CONSTRAINTS = {
+    "pattern",
+    "enum",
+    "minimum",
+    "maximum",
+    "minLength",
+    "maxLength",
+    "minItems",
+    "minProperties",
+    "const",
+}
 
 
 def constrained_paths(schema_file: Path, skip: set[str]) -> list[str]:
