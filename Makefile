@@ -40,8 +40,12 @@ schemas: tools ## Regenerate schemas/ from kubernetes-validate and the CRDs in G
 render: tools ## Render values/$(ENV).yaml into rendered/$(ENV).yaml (needs the upstream chart).
 	$(PY) -m mlflow_gitops.render $(ENV)
 
-test: tools apiserver e2e-deps ## Run the whole test suite (the README's test command).
+test: tools apiserver e2e-deps ## Run the whole test suite (the README's test command), lint included.
 	$(PY) -m pytest
+
+# tests/test_lint.py runs the same checks (mlflow_gitops/lint.py), so `make test` lints too.
+lint: tools ## ruff (format, lint), yamllint, helm lint of the chart with each values/<env>.yaml.
+	$(PY) -m mlflow_gitops.lint
 
 # GitOps delivery (deploy/, kustomization.yaml): every Flux and Argo CD entry point, built with
 # kustomize and validated offline. `make test` covers the same (tests/test_gitops.py).

@@ -1,4 +1,5 @@
-"""helm lint --strict, chart-testing's lint and yamllint, all offline."""
+"""`make lint`'s checks (ruff, yamllint, helm lint --strict with each environment), one test each,
+and chart-testing's lint; all offline."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mlflow_gitops import chart
+from mlflow_gitops import chart, lint
 from mlflow_gitops.versions import KUBE_VERSION, PINS, ROOT
 
 # ct calls helm, yamllint and yamale by name: the pinned ones come first.
@@ -24,7 +25,9 @@ def run(cmd: list[str], cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
 
 def helm_lint(chart_dir: Path) -> subprocess.CompletedProcess[str]:
     values = str(chart.VALUES / "homelab.yaml")
-    return run([chart.helm(), "lint", "--strict", "--kube-version", KUBE_VERSION, "-f", values, str(chart_dir)])
+    return run(
+        [chart.helm(), "lint", "--strict", "--kube-version", KUBE_VERSION, "-f", values, str(chart_dir)]
+    )
 
 
 @cache
@@ -58,10 +61,17 @@ def ct_lint(chart_dir: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.upstream
-def test_helm_lint_strict_passes() -> None:
-    out = helm_lint(chart.CHART)
-    assert out.returncode == 0, out.stdout + out.stderr
+LINT_CHECKS = [
+    pytest.param(check, id=check.name, marks=[pytest.mark.upstream] if check.needs_upstream else [])
+    for check in lint.checks()
+]
+
+
+@pytest.mark.parametrize("check", LINT_CHECKS)
+def test_make_lint_check_passes(check: lint.Check) -> None:
+    """The checks `make lint` runs, with the same commands: ruff, yamllint, helm lint per environment."""
+    out = check.run()
+    assert out.returncode == 0, f"{' '.join(check.argv)}\n{out.stdout}{out.stderr}"
 
 
 def test_helm_lint_strict_passes_on_own_templates(tmp_path: Path) -> None:
@@ -77,9 +87,4 @@ def test_chart_testing_lint_passes() -> None:
 
 def test_chart_testing_lint_passes_on_own_templates(tmp_path: Path) -> None:
     out = ct_lint(chart.own_chart_copy(tmp_path))
-    assert out.returncode == 0, out.stdout + out.stderr
-
-
-def test_yaml_files_pass_yamllint() -> None:
-    out = run([str(ROOT / ".venv" / "bin" / "yamllint"), "--strict", "."])
     assert out.returncode == 0, out.stdout + out.stderr

@@ -1,0 +1,74 @@
+"""`make lint`: ruff (format check and lint, configured in pyproject.toml), yamllint (.yamllint.yaml)
+and `helm lint --strict` of the chart with each values/<env>.yaml.
+
+helm lint needs the upstream chart (`make deps`): without it those checks are skipped, saying so,
+and under CI=true they fail instead. tests/test_lint.py runs the same checks, one test each.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+
+from mlflow_gitops import chart
+from mlflow_gitops.render import HOW_TO_PROVIDE, environments
+from mlflow_gitops.versions import KUBE_VERSION, ROOT
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    argv: tuple[str, ...]
+    needs_upstream: bool = False
+
+    def run(self) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(self.argv, capture_output=True, text=True, cwd=ROOT, check=False)
+
+
+def checks() -> list[Check]:
+    """Every lint check, in the order `make lint` runs them. Paths are relative to the repository."""
+    python = sys.executable
+    found = [
+        Check("ruff format", (python, "-m", "ruff", "format", "--check", ".")),
+        Check("ruff check", (python, "-m", "ruff", "check", "--output-format", "concise", ".")),
+        Check("yamllint", (python, "-m", "yamllint", "--strict", ".")),
+    ]
+    chart_dir = chart.CHART.relative_to(ROOT).as_posix()
+    for env in environments():
+        argv = (chart.helm(), "lint", "--strict", "--kube-version", KUBE_VERSION)
+        argv += ("--values", f"values/{env}.yaml", chart_dir)
+        found.append(Check(f"helm lint {env}", argv, needs_upstream=True))
+    return found
+
+
+def under_ci() -> bool:
+    return os.environ.get("CI", "").lower() == "true"
+
+
+def main() -> int:
+    failed = []
+    upstream = chart.upstream_present()
+    for check in checks():
+        if check.needs_upstream and not upstream:
+            if under_ci():
+                failed.append(check.name)
+                print(f"FAIL {check.name}: CI=true and {HOW_TO_PROVIDE}", flush=True)
+            else:
+                print(f"skip {check.name}: {HOW_TO_PROVIDE}", flush=True)
+            continue
+        out = check.run()
+        if out.returncode == 0:
+            print(f"ok   {check.name}", flush=True)
+        else:
+            failed.append(check.name)
+            print(f"FAIL {check.name}: {' '.join(check.argv)}\n{out.stdout}{out.stderr}", flush=True)
+    if failed:
+        print(f"make lint: {len(failed)} failed: {', '.join(failed)}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
