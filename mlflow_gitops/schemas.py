@@ -79,6 +79,7 @@ CRDS: tuple[Crd, ...] = (
     Crd("FLUX_KUSTOMIZE_CONTROLLER_VERSION", "github.com/fluxcd/kustomize-controller", "config/crd/bases/kustomize.toolkit.fluxcd.io_kustomizations.yaml", ("Kustomization",), ("v1",)),
     Crd("FLUX_HELM_CONTROLLER_API_VERSION", "github.com/fluxcd/helm-controller/api", "helm.toolkit.fluxcd.io_helmreleases.yaml", ("HelmRelease",), ("v2",), generated=True),
     Crd("ARGOCD_VERSION", "github.com/argoproj/argo-cd/v3", "manifests/crds/application-crd.yaml", ("Application",), ("v1alpha1",)),
+    Crd("ARGO_WORKFLOWS_VERSION", "github.com/argoproj/argo-workflows/v3", "manifests/base/crds/full/argoproj.io_workflowtemplates.yaml", ("WorkflowTemplate",), ("v1alpha1",)),
 )  # fmt: skip
 
 CORE_DRAFT = "https://json-schema.org/draft/2020-12/schema"  # kubernetes-validate's own draft

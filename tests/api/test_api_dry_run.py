@@ -3,7 +3,8 @@
 kubeconform checks the OpenAPI schemas; only an API server runs the rest: the CEL rules of the CRDs
 (`x-kubernetes-validations`), the built-in validation of core kinds, the admission plugins (Pod
 Security on the pods). Every object of every render (rendered/*.yaml) and of every kustomize entry
-point (the root kustomization.yaml and the folders under deploy/, when they exist) must be accepted
+point (the root kustomization.yaml and the folders under deploy/, when they exist) and every
+documented example manifest (docs/examples/*.yaml) must be accepted
 by a server-side dry-run apply into namespace `mlflow`; hand-made wrong objects must be refused,
 which proves the rules are live rather than the server accepting anything.
 """
@@ -75,6 +76,9 @@ def sources() -> list[Source]:
                 docs = documents(path.read_text())
                 if docs and all("apiVersion" in d and "kind" in d for d in docs):
                     found.append(Source(path.relative_to(ROOT).as_posix(), lambda p=path: documents(p.read_text())))
+    # The documented examples (README "Use it from a pipeline"): what a user copies must be accepted.
+    for path in sorted((ROOT / "docs" / "examples").glob("*.yaml")):
+        found.append(Source(path.relative_to(ROOT).as_posix(), lambda p=path: documents(p.read_text())))
     return found
 
 

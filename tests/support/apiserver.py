@@ -336,7 +336,9 @@ class ApiServer:
             path = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}"
             while True:
                 stored = self.request("GET", path).body
-                conditions = {c["type"]: c["status"] for c in stored.get("status", {}).get("conditions", [])}
+                # A CRD just created may have no conditions yet (`null`, e.g. Argo Workflows' own YAML).
+                found = (stored.get("status") or {}).get("conditions") or []
+                conditions = {c["type"]: c["status"] for c in found}
                 if conditions.get("Established") == "True" and self._serves(stored):
                     installed.append(stored)
                     break

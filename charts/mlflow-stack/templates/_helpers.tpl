@@ -82,3 +82,19 @@ Labels of the helm test pod, which the NetworkPolicies let through to MLflow.
 app.kubernetes.io/component: smoke-test
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
+
+{{/*
+The client namespaces' label selector (networkPolicy.clients.namespaceSelector.matchLabels) as
+YAML, without the labels an overlay removed by setting them to null.
+*/}}
+{{- define "mlflow-stack.clientLabels" -}}
+{{- $labels := dict -}}
+{{- range $k, $v := .Values.networkPolicy.clients.namespaceSelector.matchLabels -}}
+{{- if not (kindIs "invalid" $v) -}}
+{{- $_ := set $labels $k $v -}}
+{{- end -}}
+{{- end -}}
+{{- if $labels -}}
+{{- toYaml $labels -}}
+{{- end -}}
+{{- end }}
