@@ -31,7 +31,7 @@ def _volume(deployment: dict[str, Any], name: str) -> dict[str, Any]:
     return next(v for v in volumes if v["name"] == name)
 
 
-def _cause(pod: podrunner.PodRunner, wait: float = 5) -> str:
+def _cause(pod: podrunner.PodRunner, wait: float = 60) -> str:
     """The server log's last OS error (logged just after the answer): what the bare 500 does not say."""
     deadline = time.monotonic() + wait
     while True:

@@ -1,6 +1,10 @@
-"""Faults under load, each on a pod of its own (scripts/localstack.py) with the shipped settings:
+"""Faults under load, each on a pod of its own (mlflow_gitops.podrunner) with the shipped settings:
 the server SIGKILLed mid-load and the pod recreated, PostgreSQL restarted mid-load, the pod started
 while the database is down (it comes back; it never does).
+
+Each fault is driven by what the harness observes (writes acknowledged, an upload stalled, a client
+answered with an error, the migration logging a failed attempt), never by a fixed delay, so a
+slower machine changes the figures, not the outcome.
 
 The clients and their retry semantics are in workload.py: a write is retried until acknowledged,
 and every write is idempotent, so whatever was acknowledged, before or after a fault, must be on
@@ -20,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from mlflow_gitops import podrunner as localstack
+from mlflow_gitops.podrunner import PodRunner, PodRunnerError
 from tests.support.pods import own_stack
 from tests.support.workload import (
     MIB,
@@ -47,13 +51,10 @@ HOLD_AT = 16 * MIB  # ... stalled after this many bytes, so that the kill finds 
 PARTIAL = ".artifact.uploading."
 MIGRATION = "mlflow-db-migration"
 CLEANUP = "remove-partial-uploads"
-DOWN = 3.0  # seconds PostgreSQL stays down in the restart
-DOWN_AT_START = 5.0  # seconds the database is still down after the pod starts
-RECOVERY_BOUND = 15.0  # the first write acknowledged after PostgreSQL is back, at the latest
-MIGRATION_NOTICES = 15.0  # its next attempt comes within the pending sleep (6.3 s after 5 s down)
+RETRY_NOTICE = "Operation will be retried in"  # MLflow's line for a failed connection attempt
 MIGRATION_RETRIES = 9  # create_sqlalchemy_engine_with_retry: 10 attempts, 9 sleeps
 RETRY_SLEEPS = sum(0.1 * (2**a - 1) for a in range(1, MIGRATION_RETRIES + 1))  # 101.3 s
-GIVE_UP_BOUND = 150.0
+EVENT_BOUND = 300.0  # generous bound for any awaited event, whatever the machine's speed
 
 
 def _sha256(path: Path) -> str | None:
@@ -130,7 +131,7 @@ def killed_mid_load() -> Iterator[Killed]:
         try:
             wait_for(
                 lambda: _quarter_acked(ledger) and big_upload_stalled(),
-                120,
+                EVENT_BOUND,
                 "a quarter acked, the big upload under way",
             )
             killed_at = time.monotonic()
@@ -145,7 +146,7 @@ def killed_mid_load() -> Iterator[Killed]:
             complete_after = {p: _sha256(p) for p in complete}
         finally:
             resume.set()
-            join_all(threads, 300)
+            join_all(threads, EVENT_BOUND)
         seconds = time.monotonic() - started
         observed, statuses = reader.experiment_facts(experiment)
         all_plans = [*(p for runs in plans for p in runs), big]
@@ -221,19 +222,20 @@ class Outage:
     answers_during: Counter[str]
     server_pids: tuple[int, int]
     server_alive: bool
+    down_seconds: float
     back_at: float
     first_ack_after: float | None
     seconds: float
 
 
 @pytest.fixture(scope="module")
-def outage_stack() -> Iterator[localstack.LocalStack]:
+def outage_stack() -> Iterator[PodRunner]:
     with own_stack() as stack:
         yield stack
 
 
 @pytest.fixture(scope="module")
-def postgres_restarted_mid_load(outage_stack: localstack.LocalStack) -> Outage:
+def postgres_restarted_mid_load(outage_stack: PodRunner) -> Outage:
     stack = outage_stack
     reader = Reader(stack.url, stack.route_host)
     experiment = reader.create_experiment(f"pg-restart-{uuid.uuid4().hex[:8]}")
@@ -242,16 +244,20 @@ def postgres_restarted_mid_load(outage_stack: localstack.LocalStack) -> Outage:
     started = time.monotonic()
     threads = run_clients(stack.url, stack.route_host, experiment, plans, ledger)
     try:
-        wait_for(lambda: _quarter_acked(ledger), 120, "a quarter of the writes acknowledged")
+        wait_for(lambda: _quarter_acked(ledger), EVENT_BOUND, "a quarter of the writes acknowledged")
         pid = stack.server.pid
         answers = Counter(ledger.answers)
+        failures = ledger.failures
         stack.postgres.stop()  # fast shutdown: every backend terminated
-        time.sleep(DOWN)
-        stack.postgres.resume()
+        down_at = time.monotonic()
+        try:  # down until a client has been answered with an error: the outage was seen
+            wait_for(lambda: ledger.failures > failures, EVENT_BOUND, "a client answered with an error")
+        finally:
+            stack.postgres.resume()
         back_at = time.monotonic()
         answers_during = Counter(ledger.answers) - answers
     finally:
-        join_all(threads, 300)
+        join_all(threads, EVENT_BOUND)
     seconds = time.monotonic() - started
     observed, _ = reader.experiment_facts(experiment)
     return Outage(
@@ -261,6 +267,7 @@ def postgres_restarted_mid_load(outage_stack: localstack.LocalStack) -> Outage:
         answers_during=answers_during,
         server_pids=(pid, stack.server.pid),
         server_alive=stack.server.alive(),
+        down_seconds=back_at - down_at,
         back_at=back_at,
         first_ack_after=min((t for t, _run, _what in ledger.acked if t >= back_at), default=None),
         seconds=seconds,
@@ -273,12 +280,13 @@ def test_server_recovers_from_a_database_restart_without_restarting(
     o = postgres_restarted_mid_load
     recovery = None if o.first_ack_after is None else o.first_ack_after - o.back_at
     figures(
-        f"PostgreSQL down {DOWN:.0f} s mid-load: answers meanwhile {dict(o.answers_during)}; server pid "
+        f"PostgreSQL down {o.down_seconds:.1f} s mid-load: answers meanwhile {dict(o.answers_during)}; server pid "
         f"{o.server_pids[0]} -> {o.server_pids[1]}; first write acknowledged "
         f"{'never' if recovery is None else f'{recovery:.2f} s'} after PostgreSQL was back"
     )
     assert o.server_alive and o.server_pids[0] == o.server_pids[1], "the server restarted"
-    assert recovery is not None and recovery <= RECOVERY_BOUND
+    assert sum(n for a, n in o.answers_during.items() if a != "200"), "no client saw the outage"
+    assert recovery is not None, "no write was acknowledged after PostgreSQL came back"
 
 
 def test_database_restart_mid_load_loses_no_acknowledged_write(
@@ -300,38 +308,47 @@ def test_database_restart_mid_load_loses_no_acknowledged_write(
 
 
 def test_migration_waits_for_a_database_that_comes_back(
-    outage_stack: localstack.LocalStack, figures: Callable[[str], None]
+    outage_stack: PodRunner, figures: Callable[[str], None]
 ) -> None:
-    """The pod recreated while PostgreSQL is down; it is back after a few seconds: the migration
-    init container (the chart's connection check) succeeds on its next attempt, the server starts."""
+    """The pod recreated while PostgreSQL is down. Once the migration init container (the chart's
+    connection check) has logged a failed attempt, the database comes back: the container succeeds
+    on a later attempt, before it gives up, and the server starts and serves."""
     stack = outage_stack
     errors: list[str] = []
 
     def recreate() -> None:
         try:
-            stack.restart_pod()
-        except localstack.LocalStackError as err:
+            stack.restart_pod(ready_timeout=EVENT_BOUND)
+        except PodRunnerError as err:
             errors.append(str(err))
 
     stack.postgres.stop()
     started = time.monotonic()
     pod = threading.Thread(target=recreate)
     pod.start()
-    time.sleep(DOWN_AT_START)
-    stack.postgres.resume()
+    try:
+        wait_for(
+            lambda: RETRY_NOTICE in stack.init_log(MIGRATION) or not pod.is_alive(),
+            EVENT_BOUND,
+            f"{MIGRATION} logging a failed connection attempt",
+        )
+        failed_while_down = stack.init_log(MIGRATION).count(RETRY_NOTICE)
+    finally:
+        stack.postgres.resume()
     back_at = time.monotonic()
-    pod.join(120)
-    assert not pod.is_alive(), "the pod did not start within 120 s of the database coming back"
+    pod.join(EVENT_BOUND + RETRY_SLEEPS)
+    assert not pod.is_alive(), "the pod was still starting long after the database came back"
     assert not errors, errors[0]
-    retries = stack.init_logs[MIGRATION].count("Operation will be retried in")
+    retries = stack.init_logs[MIGRATION].count(RETRY_NOTICE)
     migrated = stack.init_exited_at[MIGRATION] - back_at
     figures(
-        f"database down for the first {DOWN_AT_START:.0f} s of the pod: {MIGRATION} retried {retries} times, "
-        f"exited 0 {migrated:.1f} s after the database was back; server ready "
-        f"{time.monotonic() - back_at:.1f} s after ({time.monotonic() - started:.1f} s from pod start)"
+        f"database down until {MIGRATION} had failed {failed_while_down} time(s) "
+        f"({back_at - started:.1f} s after the pod was created): it retried {retries} times in all, exited 0 "
+        f"{migrated:.1f} s after the database was back; server ready {time.monotonic() - back_at:.1f} s after"
     )
-    assert retries >= 1, "the migration never found the database down"
-    assert migrated <= MIGRATION_NOTICES, "the migration did not notice the database was back"
+    assert failed_while_down >= 1, "the migration never found the database down"
+    assert retries < MIGRATION_RETRIES + 1, "the migration used up its attempts"
+    assert migrated > 0, "the migration finished before the database was back"
     assert Reader(stack.url, stack.route_host).create_experiment(f"after-{uuid.uuid4().hex[:8]}")
 
 
@@ -361,7 +378,7 @@ def database_never_returns(request: pytest.FixtureRequest) -> Iterator[GiveUp | 
         def start() -> None:
             try:
                 stack.start_pod()
-            except localstack.LocalStackError as err:
+            except PodRunnerError as err:
                 result.error = str(err)
             result.log = stack.init_logs.get(MIGRATION, "")
             result.ended = time.monotonic()
@@ -376,8 +393,8 @@ def test_migration_gives_up_in_bounded_time_when_the_database_stays_down(
 ) -> None:
     g = database_never_returns
     assert g is not None
-    g.thread.join(max(0.0, g.started + GIVE_UP_BOUND + 30 - time.monotonic()))
-    assert g.ended is not None, f"the pod was still starting {GIVE_UP_BOUND + 30:.0f} s after"
+    g.thread.join(max(0.0, g.started + RETRY_SLEEPS + EVENT_BOUND - time.monotonic()))
+    assert g.ended is not None, f"the pod was still starting {RETRY_SLEEPS + EVENT_BOUND:.0f} s after"
     elapsed = g.ended - g.started
     retries = g.log.count("Operation will be retried in")
     figures(
@@ -386,4 +403,4 @@ def test_migration_gives_up_in_bounded_time_when_the_database_stays_down(
     )
     assert f"({MIGRATION}): exited 1" in g.error, g.error or "the pod started"
     assert retries == MIGRATION_RETRIES
-    assert RETRY_SLEEPS <= elapsed <= GIVE_UP_BOUND
+    assert elapsed >= RETRY_SLEEPS, "it gave up sooner than MLflow's retry schedule"

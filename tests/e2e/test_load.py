@@ -70,7 +70,7 @@ def load(stack: podrunner.PodRunner) -> Load:
         Poll(lambda: health_latency(stack.url, KUBELET_HOST), 0.2) as health,
         Poll(lambda: float(stack.postgres.connections()), 0.5) as connections,
     ):
-        join_all(run_clients(stack.url, stack.route_host, experiment, plans, ledger), timeout=240)
+        join_all(run_clients(stack.url, stack.route_host, experiment, plans, ledger), timeout=600)
     seconds = time.monotonic() - started
     observed, statuses = reader.experiment_facts(experiment)
     return Load(
@@ -180,7 +180,7 @@ def test_a_burst_as_large_as_the_servers_concurrency_is_not_refused(
         threads = [threading.Thread(target=batch, args=(run_id,)) for run_id in runs]
         for t in threads:
             t.start()
-        join_all(threads, 150)
+        join_all(threads, 300)
     figures(
         f"{burst} log-batches at once ({workers} worker(s) x {THREADS_PER_WORKER} threads): "
         f"answers {dict(answers)} in {time.monotonic() - started:.1f} s; "
