@@ -8,11 +8,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help tools deps lock schemas render test lint
+.PHONY: help tools deps lock schemas render chart-readme test lint
 .DEFAULT_GOAL := help
 
 help: ## List the targets.
-	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,9 @@ schemas: tools ## Regenerate schemas/ from kubernetes-validate and the CRDs in G
 
 render: tools ## Render values/$(ENV).yaml into rendered/$(ENV).yaml (needs the upstream chart).
 	$(PY) -m mlflow_gitops.render $(ENV)
+
+chart-readme: tools ## Write charts/mlflow-stack/README.md (helm-docs: README.md.gotmpl, values.yaml).
+	$(PY) -m mlflow_gitops.chart_readme
 
 test: tools apiserver e2e-deps ## Run the whole test suite (the README's test command), lint included.
 	$(PY) -m pytest

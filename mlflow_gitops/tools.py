@@ -80,6 +80,13 @@ TOOLS = (
         ("version",),
         "main.version",
     ),
+    Tool(
+        "helm-docs",
+        "github.com/norwoodj/helm-docs/cmd/helm-docs",
+        "HELM_DOCS_VERSION",
+        ("--version",),
+        "main.version",
+    ),
 )
 
 
