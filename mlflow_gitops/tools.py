@@ -60,6 +60,13 @@ TOOLS = (
         "main.version",
     ),
     Tool(
+        "actionlint",
+        "github.com/rhysd/actionlint/cmd/actionlint",
+        "ACTIONLINT_VERSION",
+        ("-version",),
+        "github.com/rhysd/actionlint.version",
+    ),
+    Tool(
         "ct",
         "github.com/helm/chart-testing/v3/ct",
         "CT_VERSION",
