@@ -13,6 +13,7 @@ import random
 import re
 import shlex
 import shutil
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,7 +23,8 @@ from typing import Any
 import pytest
 import requests
 
-from mlflow_gitops import podrunner as localstack
+from mlflow_gitops import podrunner
+from mlflow_gitops.podrunner import PodRunner, PodRunnerError
 
 pytestmark = pytest.mark.e2e
 
@@ -97,13 +99,13 @@ def _download_sha256(api: Api, path: str) -> tuple[str, int]:
 
 
 @pytest.fixture(scope="session", params=["route", "service"])
-def api(request: pytest.FixtureRequest, stack: localstack.LocalStack) -> Api:
+def api(request: pytest.FixtureRequest, stack: PodRunner) -> Api:
     """Both ways in: the HTTPRoute hostname, and the Service's in-cluster name with its port."""
     return Api(stack.url, stack.route_host if request.param == "route" else stack.service_host)
 
 
 @pytest.fixture(scope="session")
-def route(stack: localstack.LocalStack) -> Api:
+def route(stack: PodRunner) -> Api:
     return Api(stack.url, stack.route_host)
 
 
@@ -119,13 +121,22 @@ def _proc_argv(pid: int) -> list[str]:
 # ------------------------------------------------------------------------------------------------
 
 
-def test_probe_endpoints_answer_any_host(stack: localstack.LocalStack) -> None:
+def test_server_imports_its_auth_module_as_the_image_does() -> None:
+    """runs/search imports mlflow.server.auth on every call. The image installs mlflow[auth], so the
+    import succeeds once; without Flask-WTF it fails every time, and concurrent searches then see
+    the module half-initialised and answer 500 (requirements-e2e.txt)."""
+    python = podrunner.VENV / "bin" / "python"  # the image's server, as the pod runner runs it
+    done = subprocess.run([str(python), "-c", "import mlflow.server.auth"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-500:]
+
+
+def test_probe_endpoints_answer_any_host(stack: PodRunner) -> None:
     """/health and /version are exempt from the Host check: the kubelet probes the pod IP."""
     image_tag = stack.main_container["image"].rsplit(":", 1)[1]
     for host in ("10.42.0.17:5000", stack.route_host):
         api = Api(stack.url, host)
         assert api.call("GET", "/health").text == "OK"
-        assert api.call("GET", "/version").text == image_tag == "3.15.1"
+        assert api.call("GET", "/version").text == image_tag
 
 
 def test_tracking_round_trip(api: Api) -> None:
@@ -226,13 +237,13 @@ def test_model_registry_versions_and_aliases(route: Api) -> None:
     ]
 
 
-def test_ui_origin_may_write(stack: localstack.LocalStack) -> None:
+def test_ui_origin_may_write(stack: PodRunner) -> None:
     api = Api(stack.url, stack.route_host)
     api.http.headers["Origin"] = f"https://{stack.route_host}"
     api.post("experiments/create", {"name": f"from-ui-{uuid.uuid4().hex[:8]}"})
 
 
-def test_other_origins_may_not_write(stack: localstack.LocalStack) -> None:
+def test_other_origins_may_not_write(stack: PodRunner) -> None:
     api = Api(stack.url, stack.route_host)
     api.http.headers["Origin"] = "https://evil.example"
     resp = api.call("POST", "/api/2.0/mlflow/experiments/create", json={"name": "x"}, expect=403)
@@ -240,17 +251,18 @@ def test_other_origins_may_not_write(stack: localstack.LocalStack) -> None:
 
 
 @pytest.mark.parametrize(
-    "host", ["evil.example", "localhost:5000", "127.0.0.1:5000", "mlflow.lab.daviestechlabs.io:443"]
+    "host", ["evil.example", "localhost:8080", "127.0.0.1:8080", "mlflow.lab.daviestechlabs.io:443"]
 )
-def test_hosts_outside_the_allowed_list_are_refused(stack: localstack.LocalStack, host: str) -> None:
-    """DNS-rebinding protection: a bare `kubectl port-forward` (localhost) is refused too."""
+def test_hosts_outside_the_allowed_list_are_refused(stack: PodRunner, host: str) -> None:
+    """DNS-rebinding protection: a port-forward to another local port than the allowed one is
+    refused too."""
     resp = Api(stack.url, host).call(
         "GET", "/api/2.0/mlflow/experiments/search", params={"max_results": 1}, expect=403
     )
     assert "Invalid Host header" in resp.text
 
 
-def test_flask_secret_key_is_the_vault_backed_one(stack: localstack.LocalStack) -> None:
+def test_flask_secret_key_is_the_vault_backed_one(stack: PodRunner) -> None:
     """envFrom order: the ExternalSecret's Secret comes after the chart's placeholder and wins."""
     key = "MLFLOW_FLASK_SERVER_SECRET_KEY"
     vault = [values[key] for values in stack.test_secrets.values() if key in values]
@@ -265,7 +277,7 @@ def test_flask_secret_key_is_the_vault_backed_one(stack: localstack.LocalStack) 
     assert got not in placeholders
 
 
-def test_server_runs_the_rendered_command_as_the_pod_user(stack: localstack.LocalStack) -> None:
+def test_server_runs_the_rendered_command_as_the_pod_user(stack: PodRunner) -> None:
     """argv is command + args; the kernel shows the `mlflow` script behind its interpreter."""
     container = stack.main_container
     argv: list[str] = [*container["command"], *container["args"]]
@@ -288,7 +300,7 @@ def test_server_runs_the_rendered_command_as_the_pod_user(stack: localstack.Loca
     assert status["NoNewPrivs"].strip() == "1" and int(status["CapEff"], 16) == 0
 
 
-def test_uvicorn_receives_the_rendered_uvicorn_opts(stack: localstack.LocalStack) -> None:
+def test_uvicorn_receives_the_rendered_uvicorn_opts(stack: PodRunner) -> None:
     """`--uvicorn-opts='--log-level=info'` keeps its quotes in argv; MLflow shlex-splits them away."""
     opts = [a.split("=", 1)[1] for a in stack.main_container["args"] if a.startswith("--uvicorn-opts=")]
     assert opts, "the render passes no --uvicorn-opts"
@@ -299,7 +311,7 @@ def test_uvicorn_receives_the_rendered_uvicorn_opts(stack: localstack.LocalStack
     assert not any("'" in arg for arg in uvicorn[0])
 
 
-def test_database_has_the_clusters_parameters(stack: localstack.LocalStack) -> None:
+def test_database_has_the_clusters_parameters(stack: PodRunner) -> None:
     params = stack.render.one("Cluster")["spec"]["postgresql"]["parameters"]
     assert stack.postgres.max_connections() == int(params["max_connections"])
 
@@ -319,11 +331,11 @@ def test_dollar_references_expand_as_the_kubelet_does() -> None:
         "$(B)": "$(A)",  # values are not expanded twice
     }
     for text, want in cases.items():
-        assert localstack.expand(text, env.get) == want
+        assert podrunner.expand(text, env.get) == want
 
 
 def test_later_env_from_sources_win_and_env_entries_override_them() -> None:
-    store = localstack.Store(
+    store = podrunner.Store(
         configmaps={"cm": {"K": b"from-cm", "ONLY_CM": b"1"}},
         secrets={"s1": {"K": b"from-s1"}, "s2": {"K": b"from-s2", "USER": b"u"}},
     )
@@ -338,7 +350,7 @@ def test_later_env_from_sources_win_and_env_entries_override_them() -> None:
             {"name": "PW", "valueFrom": {"secretKeyRef": {"name": "s2", "key": "USER"}}},
         ],
     }
-    env = localstack.kubelet_env(container, store, {"SVC_SERVICE_HOST": "127.1.0.1", "K": "svc"}, "c")
+    env = podrunner.kubelet_env(container, store, {"SVC_SERVICE_HOST": "127.1.0.1", "K": "svc"}, "c")
     assert (env["K"], env["ONLY_CM"], env["PW"], env["SVC_SERVICE_HOST"]) == (
         "from-s2",
         "env-u",
@@ -348,25 +360,25 @@ def test_later_env_from_sources_win_and_env_entries_override_them() -> None:
 
 
 def test_harness_names_what_the_render_asks_and_it_cannot_provide(tmp_path: Path) -> None:
-    store = localstack.Store(configmaps={}, secrets={})
-    render = localstack.Render(tmp_path / "render.yaml", [])
+    store = podrunner.Store(configmaps={}, secrets={})
+    render = podrunner.Render(tmp_path / "render.yaml", [])
     cases: list[tuple[Any, str]] = [
         (
-            lambda: localstack.kubelet_env({"envFrom": [{"secretRef": {"name": "nope"}}]}, store, {}, "c"),
+            lambda: podrunner.kubelet_env({"envFrom": [{"secretRef": {"name": "nope"}}]}, store, {}, "c"),
             "nope",
         ),
         (
-            lambda: localstack.image_of({"image": "nginx:1.27"}, "spec.containers[0]"),
+            lambda: podrunner.image_of({"image": "nginx:1.27"}, "spec.containers[0]"),
             "spec.containers[0].image",
         ),
         (
-            lambda: localstack.materialize_volumes(
+            lambda: podrunner.materialize_volumes(
                 {"volumes": [{"name": "h", "hostPath": {"path": "/"}}]}, render, store, tmp_path, None
             ),
             "volumes[0] (h): volume type ['hostPath']",
         ),
         (
-            lambda: localstack.kubelet_env(
+            lambda: podrunner.kubelet_env(
                 {"env": [{"name": "X", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}]},
                 store,
                 {},
@@ -376,5 +388,5 @@ def test_harness_names_what_the_render_asks_and_it_cannot_provide(tmp_path: Path
         ),
     ]
     for call, named in cases:
-        with pytest.raises(localstack.LocalStackError, match=re.escape(named)):
+        with pytest.raises(PodRunnerError, match=re.escape(named)):
             call()
