@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 from pathlib import Path
 
 import yaml
 
 from mlflow_gitops import chart, chart_lock
+from tests.support.bump import bump_patch
 
 
 def test_chart_lock_matches_chart_yaml() -> None:
@@ -29,15 +29,6 @@ def test_lock_pins_the_community_chart_at_an_exact_version() -> None:
     assert chart_lock.EXACT_VERSION.match(pin["version"]), pin
     lock = yaml.safe_load((chart.CHART / "Chart.lock").read_text())
     assert lock["dependencies"] == [pin]
-
-
-def bump_patch(chart_yaml: str, version: str) -> str:
-    """Chart.yaml text with the dependency's `version: x.y.z` line moved one patch up."""
-    major, minor, patch = version.split(".")
-    line = re.compile(rf"^(\s+version:\s*\"?){re.escape(version)}(\"?\s*)$", re.MULTILINE)
-    bumped, count = line.subn(rf"\g<1>{major}.{minor}.{int(patch) + 1}\g<2>", chart_yaml)
-    assert count == 1, f"no single dependency line `version: {version}` in Chart.yaml"
-    return bumped
 
 
 def helm_dependency_build(chart_dir: Path, home: Path) -> str:

@@ -55,7 +55,9 @@ def test_helm_test_image_follows_the_app_version_unless_pinned(own_homelab: list
 def test_app_version_is_the_one_the_pinned_upstream_chart_deploys() -> None:
     upstream = yaml.safe_load((chart.CHART / "charts" / "mlflow" / "Chart.yaml").read_text())
     (dep,) = yaml.safe_load((chart.CHART / "Chart.yaml").read_text())["dependencies"]
-    assert str(upstream["version"]) == str(dep["version"]), "charts/mlflow-stack/charts/ is not the pinned chart"
+    assert str(upstream["version"]) == str(dep["version"]), (
+        "charts/mlflow-stack/charts/ is not the pinned chart"
+    )
     assert str(upstream["appVersion"]) == app_version(), (
         f"the upstream chart {dep['version']} deploys MLflow {upstream['appVersion']}; "
         f"set appVersion in charts/mlflow-stack/Chart.yaml to it"
