@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass
 
 from mlflow_gitops import chart
-from mlflow_gitops.render import HOW_TO_PROVIDE, environments
+from mlflow_gitops.render import environments, how_to_provide
 from mlflow_gitops.versions import KUBE_VERSION, ROOT
 
 
@@ -54,9 +54,9 @@ def main() -> int:
         if check.needs_upstream and not upstream:
             if under_ci():
                 failed.append(check.name)
-                print(f"FAIL {check.name}: CI=true and {HOW_TO_PROVIDE}", flush=True)
+                print(f"FAIL {check.name}: CI=true and {how_to_provide()}", flush=True)
             else:
-                print(f"skip {check.name}: {HOW_TO_PROVIDE}", flush=True)
+                print(f"skip {check.name}: {how_to_provide()}", flush=True)
             continue
         out = check.run()
         if out.returncode == 0:

@@ -12,13 +12,19 @@ import sys
 import tempfile
 from pathlib import Path
 
+import yaml
+
 from mlflow_gitops.chart import CHART, RENDERED, VALUES, RenderError, template, upstream_present
 from mlflow_gitops.validate import kubeconform
 
-HOW_TO_PROVIDE = (
-    "the upstream mlflow chart is not in charts/mlflow-stack/charts/: run `make deps` with the "
-    "chart repository reachable, or `make deps MLFLOW_CHART=<dir or .tgz of community-charts mlflow 1.11.5>`"
-)
+
+def how_to_provide() -> str:
+    """How to put the pinned upstream chart in place (its version read from Chart.yaml)."""
+    (dep,) = yaml.safe_load((CHART / "Chart.yaml").read_text())["dependencies"]
+    return (
+        "the upstream mlflow chart is not in charts/mlflow-stack/charts/: run `make deps` with the chart "
+        f"repository reachable, or `make deps MLFLOW_CHART=<dir or .tgz of community-charts mlflow {dep['version']}>`"
+    )
 
 
 def environments() -> list[str]:
@@ -30,7 +36,7 @@ def render(env: str, *, chart: Path = CHART, out_dir: Path = RENDERED) -> Path:
     if not values.exists():
         raise SystemExit(f"ENV={env}: no values/{env}.yaml (environments: {', '.join(environments())})")
     if not upstream_present(chart):
-        raise SystemExit(f"make render: {HOW_TO_PROVIDE}")
+        raise SystemExit(f"make render: {how_to_provide()}")
     try:
         out = template([values], chart=chart)
     except RenderError as err:

@@ -8,12 +8,10 @@ import pytest
 import yaml
 
 from mlflow_gitops import chart
+from mlflow_gitops.render import how_to_provide
 from tests.support.manifests import Obj
 
-UPSTREAM_MISSING = (
-    "needs the upstream mlflow chart: run `make deps` (chart repository reachable) or "
-    "`make deps MLFLOW_CHART=<dir or .tgz of community-charts mlflow 1.11.5>`"
-)
+UPSTREAM_MISSING = f"needs {how_to_provide()}"
 HOMELAB = chart.VALUES / "homelab.yaml"
 
 
