@@ -40,11 +40,31 @@ schemas: tools ## Regenerate schemas/ from kubernetes-validate and the CRDs in G
 render: tools ## Render values/$(ENV).yaml into rendered/$(ENV).yaml (needs the upstream chart).
 	$(PY) -m mlflow_gitops.render $(ENV)
 
+# Every environment at once, and the check CI and the pre-commit hook run: a fresh render of each
+# values/<env>.yaml (into a temp dir, mlflow_gitops/render_check.py) must equal rendered/<env>.yaml.
+ENVS = $(sort $(basename $(notdir $(wildcard values/*.yaml))))
+.PHONY: render-all render-check
+render-all: tools ## Render every values/*.yaml into rendered/ (needs the upstream chart).
+	$(PY) -m mlflow_gitops.render $(ENVS)
+
+render-check: tools ## Fail, showing the diff, when a fresh render differs from rendered/.
+	$(PY) -m mlflow_gitops.render_check
+
 chart-readme: tools ## Write charts/mlflow-stack/README.md (helm-docs: README.md.gotmpl, values.yaml).
 	$(PY) -m mlflow_gitops.chart_readme
 
 test: tools apiserver e2e-deps ## Run the whole test suite (the README's test command), lint included.
 	$(PY) -m pytest
+
+# CI's fast job (.github/workflows/ci.yml) and a quick local run: no root, PostgreSQL or API server.
+.PHONY: test-offline
+test-offline: tools ## The suite without tests/e2e and tests/api (REQUIRE_UPSTREAM=1: no upstream skips).
+	$(PY) -m pytest --ignore=tests/e2e --ignore=tests/api
+
+# The CI workflows (.github/workflows/, docs/ci.md): actionlint and zizmor, both pinned, both silent.
+.PHONY: workflow-check
+workflow-check: tools ## actionlint and zizmor over .github/workflows/ (tests/test_workflows.py too).
+	$(PY) -m mlflow_gitops.workflows
 
 # tests/test_lint.py runs the same checks (mlflow_gitops/lint.py), so `make test` lints too.
 lint: tools ## ruff (format, lint), yamllint, helm lint of the chart with each values/<env>.yaml.
