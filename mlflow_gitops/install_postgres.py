@@ -4,8 +4,9 @@
 * busybox: the image of the chart's busybox init containers (the upstream `dbchecker` script needs
   ash), with netcat-openbsd for the `nc -z` that Debian's busybox lacks.
 
-Idempotent and quiet when both are present; otherwise `apt-get update` once and `apt-get install`
-(root only, as on the developers' machines and CI).
+Idempotent and quiet when both are present; otherwise `apt-get update` once and `apt-get install`,
+as root (the developers' machines, CI in a container) or through passwordless sudo (a hosted CI
+runner's VM, where the job runs as an ordinary user).
 """
 
 from __future__ import annotations
@@ -27,22 +28,37 @@ def missing() -> list[str]:
     return [pkg for pkg, pattern in PACKAGES.items() if not list(Path("/").glob(pattern.lstrip("/")))]
 
 
+def as_root() -> list[str] | None:
+    """The prefix that runs a command as root: none for root, `sudo -n` where sudo needs no password."""
+    if os.geteuid() == 0:
+        return []
+    if (
+        shutil.which("sudo")
+        and subprocess.run(["sudo", "-n", "true"], capture_output=True, check=False).returncode == 0
+    ):
+        return ["sudo", "-n"]
+    return None
+
+
 def main() -> int:
     todo = missing()
     if not todo:
         return 0
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+    prefix = as_root()
+    if prefix is None or shutil.which("apt-get") is None:
         print(
-            f"install_postgres: missing {', '.join(todo)}; install them with apt-get as root", file=sys.stderr
+            f"install_postgres: missing {', '.join(todo)}; install them with apt-get as root "
+            "(or through passwordless sudo)",
+            file=sys.stderr,
         )
         return 1
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     print(f"install_postgres: apt-get install {' '.join(todo)}", file=sys.stderr)
+    apt = [*prefix, "env", "DEBIAN_FRONTEND=noninteractive", "apt-get"]
     for argv in (
-        ["apt-get", "update", "-qq"],
-        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *todo],
+        [*apt, "update", "-qq"],
+        [*apt, "install", "-y", "-qq", "--no-install-recommends", *todo],
     ):
-        done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+        done = subprocess.run(argv, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             print(done.stdout + done.stderr, file=sys.stderr)
             print(f"install_postgres: {' '.join(argv)} exited {done.returncode}", file=sys.stderr)

@@ -37,7 +37,7 @@ def custom_manager(file: str) -> dict[str, Any]:
 
 def test_renovate_config_is_valid_json_with_the_managers_it_relies_on() -> None:
     loaded = config()
-    assert set(loaded["enabledManagers"]) == {"helmv3", "pip_requirements", "custom.regex"}
+    assert set(loaded["enabledManagers"]) == {"helmv3", "pip_requirements", "custom.regex", "github-actions"}
     assert all(m["customType"] == "regex" for m in loaded["customManagers"])
 
 
