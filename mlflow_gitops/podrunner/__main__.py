@@ -2,7 +2,7 @@
 
 import sys
 
-from mlflow_gitops.podrunner.runner import PodRunnerError, main
+from mlflow_gitops.podrunner import PodRunnerError, main
 
 if __name__ == "__main__":
     try:
