@@ -37,14 +37,35 @@ def test_backup_objects_validate(tmp_path: Path) -> None:
     assert kubeconform([out]) == ""
 
 
-def test_readme_restore_cluster_validates(tmp_path: Path) -> None:
+RUNBOOK = chart.ROOT / "docs" / "restore.md"
+RESTORE_CLUSTER = chart.ROOT / "docs" / "restore-cluster.yaml"
+
+
+def test_restore_runbook_points_at_its_manifest() -> None:
+    """The runbook applies the validated file; it carries no second copy of the manifest to drift."""
+    runbook = RUNBOOK.read_text()
+    assert "kubectl apply -f docs/restore-cluster.yaml" in runbook
+    assert "(restore-cluster.yaml)" in runbook, "docs/restore.md links the manifest"
+    assert "kind: Cluster" not in runbook
+
+
+def test_restore_cluster_validates() -> None:
     """The runbook's manifest is a valid CloudNativePG Cluster, not prose that merely looks like one."""
-    readme = (chart.ROOT / "README.md").read_text()
-    blocks = [b.split("```", 1)[0] for b in readme.split("```yaml\n")[1:]]
-    restore = [b for b in blocks if "kind: Cluster" in b and "recovery:" in b]
-    assert len(restore) == 1
-    doc = yaml.safe_load("\n".join(line[3:] if line.startswith("   ") else line for line in restore[0].splitlines()))
-    assert doc["spec"]["bootstrap"]["recovery"]["owner"] == "mlflow"
-    out = tmp_path / "restore.yaml"
-    out.write_text(yaml.safe_dump(doc))
-    assert kubeconform([out]) == ""
+    assert kubeconform([RESTORE_CLUSTER]) == ""
+
+
+def test_restore_cluster_matches_the_homelab_database(homelab: list[Obj]) -> None:
+    """Restored with the storage, database, owner and credentials the release's Cluster has."""
+    restore = yaml.safe_load(RESTORE_CLUSTER.read_text())
+    cluster = one(homelab, "Cluster")
+    recovery = restore["spec"]["bootstrap"]["recovery"]
+    initdb = cluster["spec"]["bootstrap"]["initdb"]
+    assert restore["metadata"]["namespace"] == chart.NAMESPACE
+    assert restore["metadata"]["name"] != cluster["metadata"]["name"], "a new Cluster, beside the old one"
+    assert restore["spec"]["storage"] == cluster["spec"]["storage"]
+    assert (recovery["database"], recovery["owner"], recovery["secret"]) == (
+        initdb["database"],
+        initdb["owner"],
+        initdb["secret"],
+    )
+    assert recovery["volumeSnapshots"]["storage"]["kind"] == "VolumeSnapshot"

@@ -124,7 +124,7 @@ def test_every_environment_has_an_entry_point(tool: str) -> None:
 
 
 def test_depends_on_component_orders_after_the_operators_and_still_validates(tmp_path: Path) -> None:
-    """The optional component, enabled the way the README says, in a copy of the homelab entry point."""
+    """The optional component, enabled the way deploy/README.md says, in a copy of the homelab entry point."""
 
     def here(path: str | Path) -> str:  # kustomize takes relative paths only
         return os.path.relpath(ROOT / path, tmp_path)

@@ -23,7 +23,7 @@ CLIENT_LABEL = {"mlflow.daviestechlabs.io/client": "true"}
 EXAMPLES = ROOT / "docs" / "examples"
 WORKFLOW_TEMPLATE = EXAMPLES / "argo-workflowtemplate.yaml"
 KFP_COMPONENT = EXAMPLES / "kfp_component.py"
-README = ROOT / "README.md"
+PIPELINES_DOC = ROOT / "docs" / "pipelines.md"
 
 
 @pytest.fixture(scope="module")
@@ -63,9 +63,13 @@ def test_a_wrong_label_value_does_not_reach_the_server(policies: list[Obj], serv
 
 
 @pytest.mark.parametrize("namespace", ["kubeflow", "argo", "ai-inference"])
-def test_a_named_pipeline_namespace_reaches_the_server(policies: list[Obj], server: Pod, namespace: str) -> None:
+def test_a_named_pipeline_namespace_reaches_the_server(
+    policies: list[Obj], server: Pod, namespace: str
+) -> None:
     assert namespace in homelab_values()["networkPolicy"]["clients"]["namespaces"]
-    assert allowed(policies, Pod(namespace, {"workflows.argoproj.io/workflow": "x"}), server, 5000, namespace=NS)
+    assert allowed(
+        policies, Pod(namespace, {"workflows.argoproj.io/workflow": "x"}), server, 5000, namespace=NS
+    )
 
 
 def test_clients_reach_only_the_server_port(policies: list[Obj], server: Pod) -> None:
@@ -85,7 +89,11 @@ def test_without_clients_only_the_gateway_reaches_the_server(server: Pod, tmp_pa
     # Maps merge in helm: a label is removed by setting it to null; lists are replaced.
     labels = {key: None for key in CLIENT_LABEL}
     none = tmp_path / "no-clients.yaml"
-    none.write_text(yaml.safe_dump({"networkPolicy": {"clients": {"namespaceSelector": {"matchLabels": labels}, "namespaces": []}}}))
+    none.write_text(
+        yaml.safe_dump(
+            {"networkPolicy": {"clients": {"namespaceSelector": {"matchLabels": labels}, "namespaces": []}}}
+        )
+    )
     objs = chart.template_own([chart.VALUES / "homelab.yaml", none]).documents
     policies = find(objs, "NetworkPolicy")
     assert not allowed(policies, Pod("argo", {}), server, 5000, namespace=NS)
@@ -139,7 +147,9 @@ def test_the_workflow_template_logs_to_the_service_from_an_admitted_namespace(
     document = yaml.safe_load(WORKFLOW_TEMPLATE.read_text())
     env = {e["name"]: e["value"] for e in workflow_container()["env"]}
     assert env["MLFLOW_TRACKING_URI"] == tracking_uri(homelab)
-    workflow_pod = Pod(document["metadata"]["namespace"], {"workflows.argoproj.io/workflow": "train-and-log-x"})
+    workflow_pod = Pod(
+        document["metadata"]["namespace"], {"workflows.argoproj.io/workflow": "train-and-log-x"}
+    )
     assert allowed(policies, workflow_pod, server, 5000, namespace=NS)
 
 
@@ -149,7 +159,9 @@ def test_the_kfp_component_logs_to_the_service(homelab: list[Obj]) -> None:
     constants = {
         node.targets[0].id: node.value.value
         for node in tree.body
-        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) and isinstance(node.targets[0], ast.Name)
+        if isinstance(node, ast.Assign)
+        and isinstance(node.value, ast.Constant)
+        and isinstance(node.targets[0], ast.Name)
     }
     assert constants["MLFLOW_TRACKING_URI"] == tracking_uri(homelab)
     assert 'set_env_variable("MLFLOW_TRACKING_URI", MLFLOW_TRACKING_URI)' in KFP_COMPONENT.read_text()
@@ -163,6 +175,6 @@ def test_the_examples_run_the_server_image() -> None:
 
 
 @pytest.mark.parametrize("example", [WORKFLOW_TEMPLATE, KFP_COMPONENT], ids=lambda p: p.name)
-def test_the_readme_shows_the_examples_as_they_are(example: Path) -> None:
-    blocks = re.findall(r"```(?:yaml|python)\n(.*?)```", README.read_text(), flags=re.S)
+def test_the_pipelines_doc_shows_the_examples_as_they_are(example: Path) -> None:
+    blocks = re.findall(r"```(?:yaml|python)\n(.*?)```", PIPELINES_DOC.read_text(), flags=re.DOTALL)
     assert example.read_text() in blocks

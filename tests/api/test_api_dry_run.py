@@ -70,13 +70,19 @@ def sources() -> list[Source]:
             found.append(Source(f"kustomize build {where}", lambda d=path.parent: kustomize_build(d)))
     if DEPLOY.is_dir():
         for folder in sorted({DEPLOY, *(p for p in DEPLOY.rglob("*") if p.is_dir())}):
-            if any((d / "kustomization.yaml").exists() for d in (folder, *folder.parents) if d == DEPLOY or DEPLOY in d.parents):
+            if any(
+                (d / "kustomization.yaml").exists()
+                for d in (folder, *folder.parents)
+                if d == DEPLOY or DEPLOY in d.parents
+            ):
                 continue  # part of a kustomization (or a component of one)
             for path in sorted(folder.glob("*.yaml")):
                 docs = documents(path.read_text())
                 if docs and all("apiVersion" in d and "kind" in d for d in docs):
-                    found.append(Source(path.relative_to(ROOT).as_posix(), lambda p=path: documents(p.read_text())))
-    # The documented examples (README "Use it from a pipeline"): what a user copies must be accepted.
+                    found.append(
+                        Source(path.relative_to(ROOT).as_posix(), lambda p=path: documents(p.read_text()))
+                    )
+    # The documented examples (docs/pipelines.md): what a user copies must be accepted.
     for path in sorted((ROOT / "docs" / "examples").glob("*.yaml")):
         found.append(Source(path.relative_to(ROOT).as_posix(), lambda p=path: documents(p.read_text())))
     return found
@@ -94,7 +100,9 @@ def service_accounts_of_pods(objects: list[Obj]) -> set[str]:
 
 
 @pytest.mark.parametrize("source", SOURCES, ids=lambda s: s.name)
-def test_every_object_is_accepted_by_a_server_side_dry_run(api: ApiServer, mlflow_namespace: str, source: Source) -> None:
+def test_every_object_is_accepted_by_a_server_side_dry_run(
+    api: ApiServer, mlflow_namespace: str, source: Source
+) -> None:
     objects = source.load()
     assert objects, f"{source.name} has no objects"
     for namespace in namespaces_of(objects) - {mlflow_namespace}:
@@ -103,7 +111,11 @@ def test_every_object_is_accepted_by_a_server_side_dry_run(api: ApiServer, mlflo
     # source creates itself would exist by then in a real apply. Create them for this test only.
     created = []
     for name in service_accounts_of_pods(objects):
-        sa = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, "namespace": mlflow_namespace}}
+        sa = {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {"name": name, "namespace": mlflow_namespace},
+        }
         if api.get(sa).status == 404:
             api.ensure(sa)
             created.append(sa)
@@ -167,7 +179,12 @@ def _no_instances(cluster: Obj) -> None:
 
 def _image_name_and_catalog(cluster: Obj) -> None:
     cluster["spec"]["imageName"] = "ghcr.io/cloudnative-pg/postgresql:17"
-    cluster["spec"]["imageCatalogRef"] = {"apiGroup": "postgresql.cnpg.io", "kind": "ClusterImageCatalog", "name": "postgresql", "major": 17}
+    cluster["spec"]["imageCatalogRef"] = {
+        "apiGroup": "postgresql.cnpg.io",
+        "kind": "ClusterImageCatalog",
+        "name": "postgresql",
+        "major": 17,
+    }
 
 
 def _unknown_creation_policy(secret: Obj) -> None:
@@ -231,12 +248,15 @@ def test_a_wrong_object_is_refused(
     assert response.status == 422, f"expected 422 Invalid, got {response.status}: {response.message}"
     assert says in response.message, response.message
     crd = next(
-        c for c in api.crds
+        c
+        for c in api.crds
         if c["spec"]["names"]["kind"] == obj["kind"] and c["spec"]["group"] == obj["apiVersion"].split("/")[0]
     )
     messages = [rule.get("message", rule["rule"]) for rule in cel_rules(crd)]
     from_cel = any(says in message for message in messages)
-    assert from_cel == cel, f"the refusal {'should' if cel else 'should not'} be a CEL rule's message: {says!r}"
+    assert from_cel == cel, (
+        f"the refusal {'should' if cel else 'should not'} be a CEL rule's message: {says!r}"
+    )
 
 
 def test_the_installed_crds_keep_every_cel_rule_of_their_source(api: ApiServer) -> None:

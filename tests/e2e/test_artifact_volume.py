@@ -1,5 +1,5 @@
 """The artifact volume when it is not what the server needs: mounted read-only, and an NFS export
-that ignores fsGroup (owned root:568, mode 2775, as README "Faults the chart is built for" asks of
+that ignores fsGroup (owned root:568, mode 2775, as docs/faults.md asks of
 `nfs-slow`). The pod runs as uid 1001; only the supplemental group 568 lets it write there."""
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ def test_nfs_export_owned_by_group_568_is_writable_through_the_supplemental_grou
     claim = nfs_pod.volume_path(ARTIFACTS)
     st = claim.stat()
     assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == NFS_EXPORT, (
-        "the export is not as the README says"
+        "the export is not as docs/faults.md says"
     )
     reader = Reader(nfs_pod.url, nfs_pod.route_host)
     run = _new_run(reader, "nfs")
