@@ -55,6 +55,8 @@ def test_helm_accepts_the_lock_digest(tmp_path: Path) -> None:
 
 def test_helm_rejects_a_stale_lock(tmp_path: Path) -> None:
     copy = chart.own_chart_copy(tmp_path / "chart")
-    (copy / "Chart.yaml").write_text(bump_patch((chart.CHART / "Chart.yaml").read_text(), upstream_pin()["version"]))
+    (copy / "Chart.yaml").write_text(
+        bump_patch((chart.CHART / "Chart.yaml").read_text(), upstream_pin()["version"])
+    )
     (copy / "Chart.lock").write_bytes((chart.CHART / "Chart.lock").read_bytes())
     assert "out of sync" in helm_dependency_build(copy, tmp_path)

@@ -134,9 +134,15 @@ class ApiServer:
     def _spawn(self, name: str, cmd: list[str]) -> subprocess.Popen[bytes]:
         log = (self.workdir / f"{name}.log").open("wb")
         process = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, preexec_fn=_die_with_parent, cwd=self.workdir,
-        )  # fmt: skip
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            # Safe with threads: the hook makes one prctl call, taking no lock the fork may have copied.
+            preexec_fn=_die_with_parent,  # noqa: PLW1509
+            cwd=self.workdir,
+        )
         log.close()
         self.processes.append(process)
         return process
@@ -197,7 +203,9 @@ class ApiServer:
         config = {
             "apiVersion": "v1",
             "kind": "Config",
-            "clusters": [{"name": "test", "cluster": {"server": self.url, "certificate-authority": str(self.ca_file)}}],
+            "clusters": [
+                {"name": "test", "cluster": {"server": self.url, "certificate-authority": str(self.ca_file)}}
+            ],
             "users": [{"name": "test-admin", "user": {"token": self.token}}],
             "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test-admin"}}],
             "current-context": "test",
@@ -286,7 +294,9 @@ class ApiServer:
         ns = obj.get("metadata", {}).get("namespace") or namespace
         return resource.url(ns if resource.namespaced else None, obj["metadata"]["name"])
 
-    def apply(self, obj: Obj, namespace: str | None = None, *, dry_run: bool = True, force: bool = True) -> Response:
+    def apply(
+        self, obj: Obj, namespace: str | None = None, *, dry_run: bool = True, force: bool = True
+    ) -> Response:
         """Server-side apply (`kubectl apply --server-side [--dry-run=server]`)."""
         query = {"fieldManager": FIELD_MANAGER}
         if force:
@@ -294,7 +304,9 @@ class ApiServer:
         if dry_run:
             query["dryRun"] = "All"
         body = yaml.safe_dump(obj).encode()
-        return self.request("PATCH", self.object_url(obj, namespace), body, content_type=APPLY_PATCH, query=query)
+        return self.request(
+            "PATCH", self.object_url(obj, namespace), body, content_type=APPLY_PATCH, query=query
+        )
 
     def create(self, obj: Obj, namespace: str | None = None, *, dry_run: bool = True) -> Response:
         """POST, as a controller creates an object (e.g. the ReplicaSet controller a Pod)."""
@@ -313,13 +325,19 @@ class ApiServer:
         """Apply an object for real and return it as stored."""
         response = self.apply(obj, dry_run=False)
         if not response.ok:
-            raise RuntimeError(f"apply {obj['kind']}/{obj['metadata']['name']}: {response.status} {response.message}")
+            raise RuntimeError(
+                f"apply {obj['kind']}/{obj['metadata']['name']}: {response.status} {response.message}"
+            )
         return response.body
 
     def namespace(self, name: str, labels: dict[str, str] | None = None) -> Obj:
         """A namespace with its `default` ServiceAccount, as the (absent) controllers would make it."""
-        ns = self.ensure({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels or {}}})
-        self.ensure({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": name}})
+        ns = self.ensure(
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels or {}}}
+        )
+        self.ensure(
+            {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": name}}
+        )
         return ns
 
     # --- CRDs -----------------------------------------------------------------------------------

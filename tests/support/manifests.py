@@ -8,9 +8,7 @@ Obj = dict[str, Any]
 
 
 def find(objects: list[Obj], kind: str, name: str | None = None) -> list[Obj]:
-    return [
-        o for o in objects if o.get("kind") == kind and (name is None or o["metadata"]["name"] == name)
-    ]
+    return [o for o in objects if o.get("kind") == kind and (name is None or o["metadata"]["name"] == name)]
 
 
 def one(objects: list[Obj], kind: str, name: str | None = None) -> Obj:
