@@ -76,23 +76,30 @@ lint: tools ## ruff (format, lint), yamllint, helm lint of the chart with each v
 gitops: tools ## Build every Flux/Argo CD entry point with kustomize and validate it.
 	$(PY) -m mlflow_gitops.gitops
 
-# The rendered pod on this machine (mlflow_gitops.podrunner): PostgreSQL and busybox from Debian, the
-# image's MLflow server from requirements-e2e.txt, in .venv next to the tools.
+# The rendered pod on this machine (mlflow_gitops.podrunner): PostgreSQL, busybox and Chromium from
+# Debian, the image's MLflow server from requirements-e2e.txt and Playwright from
+# requirements-browser.txt, in .venv next to the tools.
+# `make up` prints http://localhost:$(UP_PORT); the homelab allows port 5000 only, so another
+# UP_PORT gets preview-only allowed hosts, said when it starts (mlflow_gitops/podrunner/preview.py).
 UP_PORT ?= 5000
 
-$(VENV)/.e2e-installed: $(VENV)/.installed requirements.txt requirements-e2e.txt
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-e2e.txt
+$(VENV)/.e2e-installed: $(VENV)/.installed requirements.txt requirements-e2e.txt requirements-browser.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-e2e.txt \
+		-r requirements-browser.txt
 	touch $@
 
-.PHONY: e2e-deps e2e up
-e2e-deps: $(VENV)/.e2e-installed ## Install PostgreSQL (apt) and the image's MLflow (pip) when missing.
+.PHONY: e2e-deps e2e up screenshot
+e2e-deps: $(VENV)/.e2e-installed ## Install PostgreSQL, Chromium (apt), MLflow, Playwright (pip) when missing.
 	$(PY) -m mlflow_gitops.install_postgres
 
 e2e: tools e2e-deps ## Run rendered/$(ENV).yaml's pod against PostgreSQL and test it.
 	E2E_RENDER=rendered/$(ENV).yaml $(PY) -m pytest tests/e2e
 
-up: e2e-deps ## Serve rendered/$(ENV).yaml's MLflow on 127.0.0.1:$(UP_PORT) (Ctrl-C stops it).
+up: e2e-deps ## Serve rendered/$(ENV).yaml's MLflow at http://localhost:$(UP_PORT) (Ctrl-C stops it).
 	$(PY) -m mlflow_gitops.podrunner up --render rendered/$(ENV).yaml --port $(UP_PORT)
+
+screenshot: e2e-deps ## Write docs/ui.png: the UI of rendered/$(ENV).yaml's pod, in Chromium.
+	$(PY) -m mlflow_gitops.ui --render rendered/$(ENV).yaml
 
 # A real kube-apiserver and etcd for tests/api (mlflow_gitops.apiserver_build): built from the Go
 # module proxy at KUBE_APISERVER_VERSION / ETCD_VERSION into ./bin. Cold: about 4-6 min on 2 cores,

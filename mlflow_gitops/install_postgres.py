@@ -2,7 +2,9 @@
 
 * postgresql: the server that stands in for the CNPG Cluster (any /usr/lib/postgresql/N);
 * busybox: the image of the chart's busybox init containers (the upstream `dbchecker` script needs
-  ash), with netcat-openbsd for the `nc -z` that Debian's busybox lacks.
+  ash), with netcat-openbsd for the `nc -z` that Debian's busybox lacks;
+* chromium: the browser of the UI tests and `make screenshot` (mlflow_gitops/ui), driven by
+  Playwright (requirements-browser.txt), which never downloads one.
 
 Idempotent and quiet when both are present; otherwise `apt-get update` once and `apt-get install`,
 as root (the developers' machines, CI in a container) or through passwordless sudo (a hosted CI
@@ -21,6 +23,7 @@ PACKAGES = {
     "postgresql": "/usr/lib/postgresql/*/bin/postgres",
     "busybox": "/usr/bin/busybox",
     "netcat-openbsd": "/usr/bin/nc.openbsd",  # Debian's busybox nc has no -z
+    "chromium": "/usr/bin/chromium",
 }
 
 
