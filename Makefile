@@ -101,6 +101,17 @@ up: e2e-deps ## Serve rendered/$(ENV).yaml's MLflow at http://localhost:$(UP_POR
 screenshot: e2e-deps ## Write docs/ui.png: the UI of rendered/$(ENV).yaml's pod, in Chromium.
 	$(PY) -m mlflow_gitops.ui --render rendered/$(ENV).yaml
 
+# The upgrade rehearsal (tests/e2e/test_upgrade.py) populates a database with the previous MLflow
+# minor's server: requirements-previous.txt, in a venv of its own (the image before the bump).
+PREVIOUS_VENV := .venv-previous
+
+$(PREVIOUS_VENV)/.installed: requirements-previous.txt
+	$(PYTHON) -m venv $(PREVIOUS_VENV)
+	$(PREVIOUS_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-previous.txt
+	touch $@
+
+e2e-deps: $(PREVIOUS_VENV)/.installed
+
 # A real kube-apiserver and etcd for tests/api (mlflow_gitops.apiserver_build): built from the Go
 # module proxy at KUBE_APISERVER_VERSION / ETCD_VERSION into ./bin. Cold: about 4-6 min on 2 cores,
 # 1.8 GiB. Without them tests/api skips, or fails under CI=true.

@@ -79,7 +79,7 @@ def enter_spec(
             )
     elif cmd not in image.commands:
         raise PodRunnerError(f"{where}.command {cmd!r}: not a command known of image {image.repository}")
-    host_paths = sorted({str(VENV.resolve()), str(Path(sys.base_prefix).resolve())})
+    host_paths = sorted({str((image.venv or VENV).resolve()), str(Path(sys.base_prefix).resolve())})
     pod_sc = pod.get("securityContext") or {}
     groups = sorted(
         {*([pod_sc["fsGroup"]] if "fsGroup" in pod_sc else []), *pod_sc.get("supplementalGroups", [])}

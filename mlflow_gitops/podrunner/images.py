@@ -23,21 +23,25 @@ class Image:
     # same for the options the charts use. Debian's busybox 1.35 has neither `find -delete` nor
     # `nc -z`; busybox's defconfig, which the busybox image is built from, has both.
     applet_overrides: tuple[tuple[str, str], ...] = ()
+    venv: Path | None = None  # the host venv that stands in for the image's /opt/venv
 
 
-def mlflow_version() -> str | None:
+def mlflow_version(venv: Path | None = None) -> str | None:
+    """The mlflow installed in `venv` (default: VENV)."""
     try:
-        dist = next(iter(metadata.distributions(name="mlflow", path=_site_packages())), None)
+        dist = next(iter(metadata.distributions(name="mlflow", path=_site_packages(venv or VENV))), None)
     except OSError:
         return None
     return dist.version if dist else None
 
 
-def _site_packages() -> list[str]:
-    return [str(p) for p in (VENV / "lib").glob("python3*/site-packages")]
+def _site_packages(venv: Path) -> list[str]:
+    return [str(p) for p in (venv / "lib").glob("python3*/site-packages")]
 
 
-def images() -> dict[str, Image]:
+def images(venv: Path | None = None) -> dict[str, Image]:
+    """The images known here; burakince/mlflow is `venv` (default: VENV, the one this runs in)."""
+    venv = venv or VENV
     debian_path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
     return {
         # github.com/burakince/mlflow Dockerfile-debian: python:3.13-slim, venv /opt/venv, user
@@ -45,7 +49,7 @@ def images() -> dict[str, Image]:
         "burakince/mlflow": Image(
             repository="burakince/mlflow",
             env={
-                "PATH": f"{VENV}/bin:/usr/local/bin:{debian_path}",
+                "PATH": f"{venv}/bin:/usr/local/bin:{debian_path}",
                 "LANG": "C.UTF-8",
                 "PYTHONUNBUFFERED": "1",
             },
@@ -53,6 +57,7 @@ def images() -> dict[str, Image]:
             homes={0: "/root", 1001: "/home/mlflow"},
             dirs=(("/mlflow", 1001, 1001, 0o755), ("/home/mlflow", 1001, 1001, 0o700)),
             commands=frozenset({"mlflow", "python", "python3", "uvicorn", "alembic"}),
+            venv=venv,
         ),
         "busybox": Image(
             repository="busybox",
@@ -73,20 +78,26 @@ def busybox_applets() -> frozenset[str]:
     return frozenset(run_command([BUSYBOX, "--list"]).stdout.split())
 
 
-def image_of(container: Obj, where: str) -> Image:
+def image_of(container: Obj, where: str, venv: Path | None = None) -> Image:
+    """The stand-in of the container's image; burakince/mlflow is `venv` (default: VENV), whose
+    mlflow must be the image's tag."""
     ref = str(container.get("image", ""))
     repository, _, tag = ref.rpartition(":") if ":" in ref.rsplit("/", 1)[-1] else (ref, "", "")
     repository = repository.removeprefix("docker.io/").removeprefix("library/")
-    known = images()
+    known = images(venv)
     if repository not in known:
         raise PodRunnerError(f"{where}.image {ref!r}: no local stand-in (known: {', '.join(sorted(known))})")
     image = known[repository]
     if repository == "burakince/mlflow":
-        installed = mlflow_version()
+        installed = mlflow_version(venv)
         if installed is None:
-            raise PodRunnerError(f"{where}.image {ref!r}: mlflow is not installed in {VENV} (run `make e2e`)")
+            raise PodRunnerError(
+                f"{where}.image {ref!r}: mlflow is not installed in {venv or VENV} (run `make e2e`)"
+            )
         if tag.split("-")[0] != installed:
-            raise PodRunnerError(f"{where}.image {ref!r}: the venv has mlflow {installed}, not {tag}")
+            raise PodRunnerError(
+                f"{where}.image {ref!r}: the venv {venv or VENV} has mlflow {installed}, not {tag}"
+            )
     if image.busybox and not Path(BUSYBOX).exists():
         raise PodRunnerError(f"{where}.image {ref!r}: needs {BUSYBOX} (`make e2e-deps` installs it)")
     return image

@@ -66,7 +66,8 @@ class PodRunner:
     this a second pod of another stack's Deployment (its PostgreSQL, test secrets and claims are
     shared, as two replicas share them), `init_containers` names the init containers to run (None:
     all), `claim_ownership` = (uid, gid, mode) presents a new claim as a storage that ignores
-    fsGroup (NFS) would.
+    fsGroup (NFS) would. `venv` is the image's venv for this pod alone (default VENV): the upgrade
+    rehearsal runs the previous MLflow minor's pod from .venv-previous next to the current one.
     """
 
     render_path: Path = DEFAULT_RENDER
@@ -82,6 +83,7 @@ class PodRunner:
     replica_of: PodRunner | None = None
     init_containers: Sequence[str] | None = None
     claim_ownership: tuple[int, int, int] | None = None
+    venv: Path | None = None  # the image's venv for this pod (None: VENV), e.g. a previous MLflow's
 
     render: Render = field(init=False)
     deployment: Obj = field(init=False)
@@ -429,7 +431,7 @@ class PodRunner:
         the Deployment's), whose securityContext applies."""
         assert self._pod_dir is not None, "no pod is running"
         pod = self.pod if pod is None else pod
-        image = image_of(c, where)
+        image = image_of(c, where, self.venv)
         env = self.resolved_env(c, where, image, self._hostname, pod)
         argv_src = dict(c)
         if main and self.args is not None:

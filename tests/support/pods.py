@@ -16,16 +16,21 @@ from mlflow_gitops import podrunner
 from tests.support.ci import unavailable
 
 RENDER = Path(os.environ.get("E2E_RENDER", str(podrunner.DEFAULT_RENDER)))
+# The previous MLflow minor's server (requirements-previous.txt, `make e2e-deps`): the image before
+# an upgrade, for the upgrade rehearsal.
+PREVIOUS_VENV = podrunner.ROOT / ".venv-previous"
 
 
 @contextmanager
-def own_stack(*, with_pod: bool = True, **kwargs: Any) -> Iterator[podrunner.PodRunner]:
+def own_stack(
+    *, with_pod: bool = True, render: Path = RENDER, **kwargs: Any
+) -> Iterator[podrunner.PodRunner]:
     """A stack of the render for one test (or module), stopped afterwards whatever happened."""
     try:
         podrunner.preflight()
     except podrunner.PodRunnerError as err:
         unavailable(str(err))
-    stack = podrunner.PodRunner(RENDER, **kwargs)
+    stack = podrunner.PodRunner(render, **kwargs)
     stack.start(pod=with_pod)
     try:
         yield stack
