@@ -132,3 +132,10 @@ $(VENV)/.bench-installed: $(VENV)/.e2e-installed requirements-bench.txt
 .PHONY: bench
 bench: e2e-deps $(VENV)/.bench-installed ## Measure capacity on one CPU (bench/, README Capacity).
 	$(PY) -m mlflow_gitops.bench $(BENCH_ARGS)
+
+# A one-node cluster from Kubernetes' own components (mlflow_gitops/node): etcd, kube-apiserver,
+# kube-controller-manager, kube-scheduler, containerd, kubelet, kube-proxy and CoreDNS in a network
+# namespace of its own, nothing pulled. Root only. Not part of `make test`.
+.PHONY: node-build
+node-build: apiserver ## Build the node's binaries into ./bin (pins in tools/versions.env); Debian packages.
+	$(PYTHON) -m mlflow_gitops.node.build

@@ -27,8 +27,8 @@ PACKAGES = {
 }
 
 
-def missing() -> list[str]:
-    return [pkg for pkg, pattern in PACKAGES.items() if not list(Path("/").glob(pattern.lstrip("/")))]
+def missing(packages: dict[str, str] = PACKAGES) -> list[str]:
+    return [pkg for pkg, pattern in packages.items() if not list(Path("/").glob(pattern.lstrip("/")))]
 
 
 def as_root() -> list[str] | None:
@@ -43,8 +43,10 @@ def as_root() -> list[str] | None:
     return None
 
 
-def main() -> int:
-    todo = missing()
+def main(packages: dict[str, str] = PACKAGES) -> int:
+    """Install what is missing of `packages` (Debian package: a path glob it installs; the node's
+    packages too, mlflow_gitops.node.build)."""
+    todo = missing(packages)
     if not todo:
         return 0
     prefix = as_root()
@@ -66,7 +68,7 @@ def main() -> int:
             print(done.stdout + done.stderr, file=sys.stderr)
             print(f"install_postgres: {' '.join(argv)} exited {done.returncode}", file=sys.stderr)
             return 1
-    if still := missing():
+    if still := missing(packages):
         print(f"install_postgres: still missing after apt-get: {', '.join(still)}", file=sys.stderr)
         return 1
     return 0

@@ -1,0 +1,3 @@
+module mlflow-gitops.local/tools/node/pause
+
+go 1.26.0
