@@ -3,7 +3,10 @@ in its table has a `# --` description."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
+import yaml
 
 from mlflow_gitops import chart, chart_readme
 
@@ -27,6 +30,14 @@ def test_every_value_in_the_chart_readme_has_a_description(generated: str) -> No
     assert values_table, "the generated README has no values table"
     undocumented = [row.split("|")[1].strip() for row in values_table.splitlines() if row.endswith("|  |")]
     assert undocumented == [], "values.yaml: add a `# -- <description>` comment above each of these"
+
+
+def test_chart_readme_names_no_version(generated: str) -> None:
+    """A bump (the upstream chart, appVersion, an image in values.yaml) must not make the file stale:
+    versioned defaults carry an `# @default --` text instead."""
+    kube_version = yaml.safe_load((chart.CHART / "Chart.yaml").read_text())["kubeVersion"]
+    versions = re.findall(r"\d+\.\d+\.\d+", generated.replace(kube_version, ""))
+    assert versions == [], "charts/mlflow-stack/README.md would change with every bump of these"
 
 
 def test_values_file_names_its_schema_for_editors() -> None:
