@@ -258,7 +258,7 @@ def test_values_change_renames_the_configmap_so_flux_upgrades(tmp_path: Path) ->
 @pytest.mark.parametrize("entry_point", entries("flux"), ids=lambda e: e.name)
 def test_flux_render_equals_the_committed_render(entry_point: EntryPoint, tmp_path: Path) -> None:
     """helm-controller's inputs (chart, ConfigMap values, release, namespace) give `make render`'s objects."""
-    objects = gitops.build_entry(entry_point)
+    objects = objects_of(entry_point)
     spec = one(objects, "HelmRelease")["spec"]
     assert (spec["releaseName"], spec["targetNamespace"]) == (chart.RELEASE, chart.NAMESPACE)
     values = tmp_path / "values.yaml"
