@@ -85,7 +85,19 @@ def sources() -> list[Source]:
     # The documented examples (docs/pipelines.md): what a user copies must be accepted.
     for path in sorted((ROOT / "docs" / "examples").glob("*.yaml")):
         found.append(Source(path.relative_to(ROOT).as_posix(), lambda p=path: documents(p.read_text())))
+    # What only a switch renders, in no environment's render: the pre-upgrade backup hook's objects.
+    for name, switches in SWITCHED.items():
+        found.append(Source(name, lambda s=switches: switched(s)))
     return found
+
+
+def switched(switches: list[str]) -> list[Obj]:
+    return chart.template_own([chart.VALUES / "homelab.yaml"], set_values=switches).documents
+
+
+SWITCHED = {
+    "homelab + backup.enabled": ["backup.enabled=true", "backup.volumeSnapshotClass=longhorn-snapshot"],
+}
 
 
 SOURCES = sources()
