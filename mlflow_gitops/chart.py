@@ -21,6 +21,10 @@ BIN = ROOT / "bin"
 RELEASE = "mlflow"
 NAMESPACE = "mlflow"
 UPSTREAM = "mlflow"
+# APIs the target cluster serves beyond the core ones, which templates test with
+# `.Capabilities.APIVersions.Has` (the Prometheus Operator: the upstream ServiceMonitor, this chart's
+# PodMonitor and PrometheusRule). Argo CD and Flux render with the cluster's own list instead.
+API_VERSIONS = ("monitoring.coreos.com/v1",)
 
 
 class RenderError(Exception):
@@ -64,6 +68,8 @@ def template(
         "--kube-version",
         KUBE_VERSION,
     ]
+    for api_version in API_VERSIONS:
+        cmd += ["--api-versions", api_version]
     for path in values_files:
         cmd += ["--values", str(path)]
     for item in set_values or []:

@@ -51,9 +51,6 @@ CORE_KINDS: tuple[tuple[str, str], ...] = (
     ("NetworkPolicy", "networking.k8s.io/v1"),
     ("PersistentVolumeClaim", "v1"),
     ("Pod", "v1"),
-    ("PodDisruptionBudget", "policy/v1"),
-    ("Role", "rbac.authorization.k8s.io/v1"),
-    ("RoleBinding", "rbac.authorization.k8s.io/v1"),
     ("Secret", "v1"),
     ("Service", "v1"),
     ("ServiceAccount", "v1"),
@@ -76,13 +73,15 @@ class Crd:
 CRDS: tuple[Crd, ...] = (
     Crd("CNPG_VERSION", "github.com/cloudnative-pg/cloudnative-pg", "config/crd/bases/postgresql.cnpg.io_clusters.yaml", ("Cluster",)),
     Crd("CNPG_VERSION", "github.com/cloudnative-pg/cloudnative-pg", "config/crd/bases/postgresql.cnpg.io_scheduledbackups.yaml", ("ScheduledBackup",)),
-    Crd("CNPG_VERSION", "github.com/cloudnative-pg/cloudnative-pg", "config/crd/bases/postgresql.cnpg.io_backups.yaml", ("Backup",)),
     Crd("EXTERNAL_SECRETS_VERSION", "github.com/external-secrets/external-secrets", "config/crds/bases/external-secrets.io_externalsecrets.yaml", ("ExternalSecret",), ("v1",)),
     Crd("GATEWAY_API_VERSION", "sigs.k8s.io/gateway-api", "config/crd/standard/gateway.networking.k8s.io_httproutes.yaml", ("HTTPRoute",), ("v1",)),
     Crd("FLUX_SOURCE_CONTROLLER_VERSION", "github.com/fluxcd/source-controller", "config/crd/bases/source.toolkit.fluxcd.io_gitrepositories.yaml", ("GitRepository",), ("v1",)),
     Crd("FLUX_KUSTOMIZE_CONTROLLER_VERSION", "github.com/fluxcd/kustomize-controller", "config/crd/bases/kustomize.toolkit.fluxcd.io_kustomizations.yaml", ("Kustomization",), ("v1",)),
     Crd("FLUX_HELM_CONTROLLER_API_VERSION", "github.com/fluxcd/helm-controller/api", "helm.toolkit.fluxcd.io_helmreleases.yaml", ("HelmRelease",), ("v2",), generated=True),
     Crd("ARGOCD_VERSION", "github.com/argoproj/argo-cd/v3", "manifests/crds/application-crd.yaml", ("Application",), ("v1alpha1",)),
+    Crd("PROMETHEUS_OPERATOR_VERSION", "github.com/prometheus-operator/prometheus-operator", "example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml", ("ServiceMonitor",), ("v1",)),
+    Crd("PROMETHEUS_OPERATOR_VERSION", "github.com/prometheus-operator/prometheus-operator", "example/prometheus-operator-crd/monitoring.coreos.com_podmonitors.yaml", ("PodMonitor",), ("v1",)),
+    Crd("PROMETHEUS_OPERATOR_VERSION", "github.com/prometheus-operator/prometheus-operator", "example/prometheus-operator-crd/monitoring.coreos.com_prometheusrules.yaml", ("PrometheusRule",), ("v1",)),
     Crd("ARGO_WORKFLOWS_VERSION", "github.com/argoproj/argo-workflows/v3", "manifests/base/crds/full/argoproj.io_workflowtemplates.yaml", ("WorkflowTemplate",), ("v1alpha1",)),
 )  # fmt: skip
 
@@ -279,8 +278,36 @@ def generated_crds(module: str, version: str) -> Path:
     return out
 
 
+def case_insensitive(pattern: str) -> str:
+    """A Go regexp with a leading `(?i)` (e.g. the Prometheus Operator's `^(?i)(abort|warn)?$`) as
+    an ECMA-262 one, which has no inline flags: each letter outside a class becomes `[xX]`."""
+    out, escaped, in_class = [], False, False
+    for ch in pattern.replace("(?i)", "", 1):
+        if escaped:
+            out.append(ch)
+            escaped = False
+        elif ch == "\\":
+            out.append(ch)
+            escaped = True
+        elif ch == "[":
+            in_class = True
+            out.append(ch)
+        elif ch == "]":
+            in_class = False
+            out.append(ch)
+        elif ch.isascii() and ch.isalpha() and not in_class:
+            out.append(f"[{ch.lower()}{ch.upper()}]")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
 def convert_node(node: Schema) -> None:
     """OpenAPI v3 / Kubernetes extensions -> plain JSON schema, for one node."""
+    if isinstance(node.get("pattern"), str) and "(?i)" in node["pattern"]:
+        if node["pattern"].count("(?i)") > 1 or not node["pattern"].lstrip("^").startswith("(?i)"):
+            raise SystemExit(f"pattern {node['pattern']!r}: only one leading (?i) is converted")
+        node["pattern"] = case_insensitive(node["pattern"])
     if node.get("x-kubernetes-int-or-string"):
         node.pop("type", None)
         if node.get("anyOf") == [{"type": "integer"}, {"type": "string"}]:

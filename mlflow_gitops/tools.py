@@ -88,6 +88,14 @@ TOOLS = (
         "main.version",
     ),
     Tool(
+        # Prometheus release 3.N.M is Go module v0.3NN.M; stamped with the module version (the pin).
+        "promtool",
+        "github.com/prometheus/prometheus/cmd/promtool",
+        "PROMTOOL_VERSION",
+        ("--version",),
+        "github.com/prometheus/common/version.Version",
+    ),
+    Tool(
         "helm-docs",
         "github.com/norwoodj/helm-docs/cmd/helm-docs",
         "HELM_DOCS_VERSION",

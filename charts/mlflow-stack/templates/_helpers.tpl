@@ -84,6 +84,21 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
 {{/*
+The Prometheus pods that scrape the metrics (a NetworkPolicy peer).
+*/}}
+{{- define "mlflow-stack.monitoringPeer" -}}
+{{- $m := .Values.networkPolicy.monitoring -}}
+- namespaceSelector:
+    matchLabels:
+      kubernetes.io/metadata.name: {{ $m.namespace }}
+  {{- with $m.podLabels }}
+  podSelector:
+    matchLabels:
+      {{- toYaml . | nindent 6 }}
+  {{- end }}
+{{- end }}
+
+{{/*
 The client namespaces' label selector (networkPolicy.clients.namespaceSelector.matchLabels) as
 YAML, without the labels an overlay removed by setting them to null.
 */}}
@@ -97,14 +112,4 @@ YAML, without the labels an overlay removed by setting them to null.
 {{- if $labels -}}
 {{- toYaml $labels -}}
 {{- end -}}
-{{- end }}
-
-{{/*
-The MLflow server's image as the mlflow subchart renders it: mlflow.image.repository (the
-subchart's default, burakince/mlflow) and mlflow.image.tag, by default this chart's appVersion,
-which is the subchart's (tests/test_versions.py). Hook Jobs run it: the version being installed.
-*/}}
-{{- define "mlflow-stack.serverImage" -}}
-{{- $image := .Values.mlflow.image | default dict -}}
-{{- printf "%s:%s" ($image.repository | default "burakince/mlflow") ($image.tag | default .Chart.AppVersion) -}}
 {{- end }}
