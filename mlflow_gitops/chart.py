@@ -56,15 +56,20 @@ def template(
     set_values: list[str] | None = None,
     chart: Path = CHART,
     extra_args: list[str] | None = None,
+    release: str = RELEASE,
+    namespace: str = NAMESPACE,
 ) -> Render:
-    """`helm template` the chart; raise RenderError with helm's message on failure."""
+    """`helm template` the chart; raise RenderError with helm's message on failure.
+
+    The Kubernetes version is always passed: the renders must not depend on the version helm
+    assumes by default (Helm 4 derives it from the client-go it was built with)."""
     cmd = [
         helm(),
         "template",
-        RELEASE,
+        release,
         str(chart),
         "--namespace",
-        NAMESPACE,
+        namespace,
         "--kube-version",
         KUBE_VERSION,
     ]

@@ -1,8 +1,10 @@
 """Install the pinned Go tools into ./bin.
 
 A tool is taken from PATH only when it reports exactly the pinned version; otherwise it is built
-with `go install` at the pin. helm is built with the version ldflags so that it reports its own
-version and the target Kubernetes version of tools/versions.env instead of the default 1.20.
+with `go install` at the pin, stamped with its version where the tool has a version variable.
+Each build prints how long it took. Helm 4 has no ldflags for its default Kubernetes version: it
+derives it from the k8s.io/client-go it links (v0.36 -> 1.36), so the renders pass --kube-version
+explicitly and tests/test_toolchain.py checks that the default is KUBE_VERSION too.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 
 from mlflow_gitops.versions import PINS, ROOT
@@ -31,26 +34,19 @@ class Tool:
     def version(self) -> str:
         return PINS[self.pin_key]
 
-    version_var: str  # the Go variable the version is stamped into at build time
+    version_var: str = ""  # the Go variable the version is stamped into at build time, if any
 
     def ldflags(self) -> str:
-        flags = [f"-X {self.version_var}={self.version}"]
-        if self.name == "helm":
-            major, minor, _ = PINS["KUBE_VERSION"].split(".")
-            flags += [
-                f"-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor={major}",
-                f"-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor={minor}",
-            ]
-        return " ".join(flags)
+        return f"-X {self.version_var}={self.version}" if self.version_var else ""
 
 
 TOOLS = (
     Tool(
         "helm",
-        "helm.sh/helm/v3/cmd/helm",
+        "helm.sh/helm/v4/cmd/helm",
         "HELM_VERSION",
         ("version", "--short"),
-        "helm.sh/helm/v3/internal/version.version",
+        "helm.sh/helm/v4/internal/version.version",
     ),
     Tool(
         "kubeconform",
@@ -158,10 +154,11 @@ def install(tool: Tool) -> str:
         target.unlink(missing_ok=True)
         target.symlink_to(on_path)
         return f"{tool.name} {tool.version}: from PATH ({on_path})"
+    started = time.monotonic()
     build(tool)
     if not matches(str(target), tool):
         raise SystemExit(f"{tool.name}: built {target} but it does not report {tool.version}")
-    return f"{tool.name} {tool.version}: built"
+    return f"{tool.name} {tool.version}: built in {time.monotonic() - started:.0f} s"
 
 
 def main() -> int:

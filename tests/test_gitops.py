@@ -254,18 +254,50 @@ def test_values_change_renames_the_configmap_so_flux_upgrades(tmp_path: Path) ->
     assert values_text(after) == values.read_text()
 
 
+def committed_render(env: str) -> list[Obj]:
+    return [d for d in yaml.safe_load_all((chart.RENDERED / f"{env}.yaml").read_text()) if d]
+
+
+# Both delivery paths render with the pinned helm (tools/versions.env HELM_VERSION, the Helm 4 that
+# Flux's source-controller links and whose minor Argo CD bundles: tests/test_toolchain.py), at the
+# pinned Kubernetes version. What each controller adds afterwards (its own labels, ordering) is not
+# a rendering input and is not part of rendered/.
+
+
 @pytest.mark.upstream
 @pytest.mark.parametrize("entry_point", entries("flux"), ids=lambda e: e.name)
 def test_flux_render_equals_the_committed_render(entry_point: EntryPoint, tmp_path: Path) -> None:
     """helm-controller's inputs (chart, ConfigMap values, release, namespace) give `make render`'s objects."""
     objects = objects_of(entry_point)
     spec = one(objects, "HelmRelease")["spec"]
-    assert (spec["releaseName"], spec["targetNamespace"]) == (chart.RELEASE, chart.NAMESPACE)
     values = tmp_path / "values.yaml"
     values.write_text(values_text(objects))
-    rendered = chart.template([values], chart=ROOT / PurePosixPath(spec["chart"]["spec"]["chart"]))
-    committed = chart.RENDERED / f"{entry_point.env}.yaml"
-    assert rendered.documents == [d for d in yaml.safe_load_all(committed.read_text()) if d]
+    rendered = chart.template(
+        [values],
+        chart=ROOT / PurePosixPath(spec["chart"]["spec"]["chart"]),
+        release=spec["releaseName"],
+        namespace=spec["targetNamespace"],
+    )
+    assert rendered.documents == committed_render(entry_point.env)
+
+
+@pytest.mark.upstream
+@pytest.mark.parametrize("entry_point", entries("argocd"), ids=lambda e: e.name)
+def test_argocd_render_equals_the_committed_render(entry_point: EntryPoint) -> None:
+    """The repo-server's `helm template` of the Application's source gives `make render`'s objects.
+
+    Argo CD 3.5 (util/helm/cmd.go) runs `helm template <path> --name-template <releaseName>
+    --namespace <destination> --kube-version <cluster> --values <each valueFile> --include-crds`."""
+    application = one(objects_of(entry_point), "Application")
+    source = application["spec"]["source"]
+    rendered = chart.template(
+        application_values_files(application),
+        chart=ROOT / PurePosixPath(source["path"]),
+        release=source["helm"]["releaseName"],
+        namespace=application["spec"]["destination"]["namespace"],
+        extra_args=["--include-crds"],
+    )
+    assert rendered.documents == committed_render(entry_point.env)
 
 
 # --- versions ------------------------------------------------------------------------------------
