@@ -1,10 +1,12 @@
 """Install the pinned Go tools into ./bin.
 
 A tool is taken from PATH only when it reports exactly the pinned version; otherwise it is built
-with `go install` at the pin, stamped with its version where the tool has a version variable.
-Each build prints how long it took. Helm 4 has no ldflags for its default Kubernetes version: it
-derives it from the k8s.io/client-go it links (v0.36 -> 1.36), so the renders pass --kube-version
-explicitly and tests/test_toolchain.py checks that the default is KUBE_VERSION too.
+with `go install` at the pin, stamped with its version where the tool has a version variable;
+a tool without a version command (netpolicy) is identified by the module version Go records in the
+binary (`go version -m`). Each build prints how long it took. Helm 4 has no ldflags for its default
+Kubernetes version: it derives it from the k8s.io/client-go it links (v0.36 -> 1.36), so the renders
+pass --kube-version explicitly and tests/test_toolchain.py checks that the default is KUBE_VERSION too.
+The Pod Security checker, a module of this repository, is built by mlflow_gitops/podsecurity.py.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 
+from mlflow_gitops import podsecurity
 from mlflow_gitops.versions import PINS, ROOT
 
 BIN = ROOT / "bin"
@@ -77,6 +80,12 @@ TOOLS = (
         "sigs.k8s.io/kustomize/api/provenance.version",
     ),
     Tool(
+        "netpolicy",  # np-guard's netpol-analyzer; no version command (tests/support/netpol_analyzer.py)
+        "github.com/np-guard/netpol-analyzer/cmd/netpolicy",
+        "NETPOL_ANALYZER_VERSION",
+        (),
+    ),
+    Tool(
         "kube-score",
         "github.com/zegl/kube-score/cmd/kube-score",
         "KUBE_SCORE_VERSION",
@@ -110,8 +119,18 @@ def binary(name: str) -> str:
     return found
 
 
+def module_version(binary: str, tool: Tool) -> str | None:
+    """The version Go recorded for the module that holds the tool's package (`go version -m`)."""
+    out = subprocess.run(["go", "version", "-m", binary], capture_output=True, text=True, check=False)
+    found = re.findall(r"^\t(?:mod|dep)\t(\S+)\t(v\S+)", out.stdout, re.MULTILINE)
+    owners = [(path, version) for path, version in found if f"{tool.package}/".startswith(f"{path}/")]
+    return max(owners, key=lambda owner: len(owner[0]))[1] if owners else None
+
+
 def reported_version(binary: str, tool: Tool) -> str | None:
     """The version a binary reports, or None when it cannot be run."""
+    if not tool.version_args:
+        return module_version(binary, tool)
     try:
         out = subprocess.run(
             [binary, *tool.version_args], capture_output=True, text=True, timeout=30, check=False
@@ -168,6 +187,8 @@ def main() -> int:
         if wanted and tool.name not in wanted:
             continue
         print(install(tool), flush=True)
+    if not wanted or "podsecurity" in wanted:
+        print(podsecurity.install(), flush=True)
     return 0
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.support import netpol_analyzer
+from tests.support.ci import unavailable
 from tests.support.manifests import Obj, find, one
 from tests.support.netpol import Pod, allowed
 
@@ -34,7 +36,7 @@ def pods(homelab: list[Obj]) -> dict[str, Pod]:
         "dns": Pod("kube-system", {"k8s-app": "kube-dns"}),
         "neighbour": Pod(NS, {"app": "debug"}),
         "stranger": Pod("default", {"app": "curl"}),
-        "internet": Pod("world", {}, ip="93.184.216.34"),
+        "internet": Pod("world", {}, ip="93.184.216.34", external=True),
     }
 
 
@@ -87,9 +89,21 @@ def test_other_connection_is_denied(
 def test_postgres_reaches_only_the_api_server_ports_outside(
     policies: list[Obj], pods: dict[str, Pod]
 ) -> None:
-    api = Pod("world", {}, ip="192.0.2.10")
+    api = Pod("world", {}, ip="192.0.2.10", external=True)
     assert allowed(policies, pods["postgres"], api, 6443, namespace=NS)
     assert not allowed(policies, pods["postgres"], api, 22, namespace=NS)
+
+
+def test_every_verdict_has_the_analyzers_second_opinion(policies: list[Obj], pods: dict[str, Pod]) -> None:
+    """allowed() has each verdict confirmed by np-guard's netpol-analyzer (tests/support/netpol_analyzer.py),
+    here and in every other test that calls it; a wrong verdict handed to it is caught."""
+    if not netpol_analyzer.BINARY.exists():
+        unavailable("bin/netpolicy (netpol-analyzer) is not installed: run `make tools`")
+    gateway, server = pods["gateway"], pods["mlflow"]
+    assert netpol_analyzer.evaluate(policies, gateway, server, 5000, "TCP", NS)
+    assert not netpol_analyzer.evaluate(policies, server, pods["internet"], 443, "TCP", NS)
+    with pytest.raises(AssertionError, match="netpol.py says denied, netpol-analyzer says allowed"):
+        netpol_analyzer.confirm(policies, gateway, server, 5000, "TCP", NS, verdict=False)
 
 
 def test_namespace_denies_by_default(policies: list[Obj]) -> None:

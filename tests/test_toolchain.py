@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mlflow_gitops import chart, tools, versions
+from mlflow_gitops import chart, podsecurity, tools, versions
 from mlflow_gitops.versions import PINS
 
 
@@ -66,6 +66,12 @@ def test_helm_is_the_minor_argocd_bundles() -> None:
     assert bundled.startswith(f"{minor}."), (
         f"Argo CD {PINS['ARGOCD_VERSION']} bundles helm {bundled}, the pin is {minor}"
     )
+
+
+def test_pod_security_checker_is_the_build_of_this_module() -> None:
+    """./bin/podsecurity links the pod-security-admission release of KUBE_APISERVER_VERSION and was
+    built from the module as it is (`make tools` rebuilds it otherwise)."""
+    assert podsecurity.reported() == podsecurity.expected()
 
 
 def test_schemas_are_for_the_pinned_kubernetes_version() -> None:

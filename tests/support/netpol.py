@@ -1,13 +1,16 @@
 """A small evaluator of networking.k8s.io/v1 NetworkPolicy semantics, for walking the rendered
 policies: a connection is allowed when the source's egress and the destination's ingress allow it.
 It covers what the chart uses (pod and namespace selectors with matchLabels, ipBlock, TCP/UDP
-ports); anything else raises, so a new construct cannot be silently misjudged."""
+ports); anything else raises, so a new construct cannot be silently misjudged. Every verdict is
+cross-checked with np-guard's netpol-analyzer (tests/support/netpol_analyzer.py)."""
 
 from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
+
+from tests.support import netpol_analyzer
 
 Obj = dict[str, Any]
 
@@ -18,6 +21,7 @@ class Pod:
     labels: dict[str, str] = field(default_factory=dict)
     namespace_labels: dict[str, str] = field(default_factory=dict)
     ip: str = "10.0.0.1"
+    external: bool = False  # an address outside the cluster: only ipBlock peers match it
 
     def ns_labels(self) -> dict[str, str]:
         return {"kubernetes.io/metadata.name": self.namespace, **self.namespace_labels}
@@ -39,6 +43,8 @@ def peer_matches(peer: Obj, policy_ns: str, other: Pod) -> bool:
         return inside and not any(
             ipaddress.ip_address(other.ip) in ipaddress.ip_network(e) for e in block.get("except", [])
         )
+    if other.external:
+        return False
     unsupported = set(peer) - {"podSelector", "namespaceSelector"}
     if unsupported:
         raise NotImplementedError(f"peer fields {unsupported}")
@@ -88,5 +94,10 @@ def allowed(
     policies: list[Obj], src: Pod, dst: Pod, port: int, protocol: str = "TCP", *, namespace: str
 ) -> bool:
     """Policies without metadata.namespace belong to `namespace` (where helm installs them)."""
-    egress = direction_allows(policies, src, dst, port, protocol, "Egress", namespace)
-    return egress and direction_allows(policies, dst, src, port, protocol, "Ingress", namespace)
+    verdict = all(
+        # A policy never selects an address outside the cluster: only the in-cluster ends are isolated.
+        end.external or direction_allows(policies, end, other, port, protocol, direction, namespace)
+        for end, other, direction in ((src, dst, "Egress"), (dst, src, "Ingress"))
+    )
+    netpol_analyzer.confirm(policies, src, dst, port, protocol, namespace, verdict)
+    return verdict
