@@ -51,6 +51,9 @@ CORE_KINDS: tuple[tuple[str, str], ...] = (
     ("NetworkPolicy", "networking.k8s.io/v1"),
     ("PersistentVolumeClaim", "v1"),
     ("Pod", "v1"),
+    ("PodDisruptionBudget", "policy/v1"),
+    ("Role", "rbac.authorization.k8s.io/v1"),
+    ("RoleBinding", "rbac.authorization.k8s.io/v1"),
     ("Secret", "v1"),
     ("Service", "v1"),
     ("ServiceAccount", "v1"),
@@ -73,6 +76,7 @@ class Crd:
 CRDS: tuple[Crd, ...] = (
     Crd("CNPG_VERSION", "github.com/cloudnative-pg/cloudnative-pg", "config/crd/bases/postgresql.cnpg.io_clusters.yaml", ("Cluster",)),
     Crd("CNPG_VERSION", "github.com/cloudnative-pg/cloudnative-pg", "config/crd/bases/postgresql.cnpg.io_scheduledbackups.yaml", ("ScheduledBackup",)),
+    Crd("CNPG_VERSION", "github.com/cloudnative-pg/cloudnative-pg", "config/crd/bases/postgresql.cnpg.io_backups.yaml", ("Backup",)),
     Crd("EXTERNAL_SECRETS_VERSION", "github.com/external-secrets/external-secrets", "config/crds/bases/external-secrets.io_externalsecrets.yaml", ("ExternalSecret",), ("v1",)),
     Crd("GATEWAY_API_VERSION", "sigs.k8s.io/gateway-api", "config/crd/standard/gateway.networking.k8s.io_httproutes.yaml", ("HTTPRoute",), ("v1",)),
     Crd("FLUX_SOURCE_CONTROLLER_VERSION", "github.com/fluxcd/source-controller", "config/crd/bases/source.toolkit.fluxcd.io_gitrepositories.yaml", ("GitRepository",), ("v1",)),

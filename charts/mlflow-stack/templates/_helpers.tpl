@@ -113,3 +113,13 @@ YAML, without the labels an overlay removed by setting them to null.
 {{- toYaml $labels -}}
 {{- end -}}
 {{- end }}
+
+{{/*
+The MLflow server's image as the mlflow subchart renders it: mlflow.image.repository (the
+subchart's default, burakince/mlflow) and mlflow.image.tag, by default this chart's appVersion,
+which is the subchart's (tests/test_versions.py). Hook Jobs run it: the version being installed.
+*/}}
+{{- define "mlflow-stack.serverImage" -}}
+{{- $image := .Values.mlflow.image | default dict -}}
+{{- printf "%s:%s" ($image.repository | default "burakince/mlflow") ($image.tag | default .Chart.AppVersion) -}}
+{{- end }}
