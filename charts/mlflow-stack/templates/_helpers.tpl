@@ -123,3 +123,25 @@ which is the subchart's (tests/test_versions.py). Hook Jobs run it: the version 
 {{- $image := .Values.mlflow.image | default dict -}}
 {{- printf "%s:%s" ($image.repository | default "burakince/mlflow") ($image.tag | default .Chart.AppVersion) -}}
 {{- end }}
+
+{{/*
+Labels of the gc CronJob's pods, which the NetworkPolicies let through to PostgreSQL and MLflow.
+*/}}
+{{- define "mlflow-stack.gcSelectorLabels" -}}
+app.kubernetes.io/component: gc
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+A container securityContext that meets the "restricted" Pod Security Standard, as the server's.
+*/}}
+{{- define "mlflow-stack.restrictedContainer" -}}
+allowPrivilegeEscalation: false
+capabilities:
+  drop:
+    - ALL
+readOnlyRootFilesystem: true
+runAsNonRoot: true
+runAsUser: 1001
+runAsGroup: 1001
+{{- end }}
