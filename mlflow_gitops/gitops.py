@@ -48,6 +48,8 @@ ENTRY_POINTS: tuple[EntryPoint, ...] = (
     EntryPoint("flux", "lab-minimal", DEPLOY / "flux" / "lab-minimal"),
     EntryPoint("argocd", "homelab", DEPLOY / "argocd" / "app"),
     EntryPoint("argocd", "lab-minimal", DEPLOY / "argocd" / "lab-minimal"),
+    EntryPoint("flux", "homelab-ha", DEPLOY / "flux" / "homelab-ha"),
+    EntryPoint("argocd", "homelab-ha", DEPLOY / "argocd" / "homelab-ha"),
     EntryPoint("argocd-rendered", "homelab", DEPLOY / "argocd" / "rendered"),
 )
 

@@ -125,6 +125,15 @@ which is the subchart's (tests/test_versions.py). Hook Jobs run it: the version 
 {{- end }}
 
 {{/*
+Labels of the migration hook Job's pods (zero-downtime mode), which its NetworkPolicies select.
+Not the server's selector labels: the Service would send requests to it.
+*/}}
+{{- define "mlflow-stack.migrateSelectorLabels" -}}
+app.kubernetes.io/component: migrate
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
 Labels of the gc CronJob's pods, which the NetworkPolicies let through to PostgreSQL and MLflow.
 */}}
 {{- define "mlflow-stack.gcSelectorLabels" -}}
