@@ -76,8 +76,9 @@ namespace (no forwarder in the path), `PeakSampler` records peak PSS of process 
 For fault tests (tests/e2e): `.kill()` SIGKILLs the server's process tree, `.restart_pod()` deletes
 and recreates the pod as `strategy: Recreate` does (init containers again, same claims and
 database), `.postgres.stop()` / `.postgres.resume()` / `.postgres.reset_database()`,
-`.run_init_container(name)`, `.run_test_pod(name)`, `PodRunner(replica_of=other)` for a second pod
-of the same Deployment, `start(pod=False)` for the database alone.
+`.run_init_container(name)`, `.run_test_pod(name)`, `.run_cronjob(name)` (one Job's pod),
+`.run_pod_spec(where, spec)` (any pod spec, e.g. a client's), `PodRunner(replica_of=other)` for a
+second pod of the same Deployment, `start(pod=False)` for the database alone.
 """
 
 from mlflow_gitops.podrunner.base import DEFAULT_RENDER, ROOT, VENV, PodRunnerError

@@ -62,10 +62,11 @@ class PodRunner:
     network namespace, fresh emptyDirs, the init containers again; claims and database stay);
     `postgres.stop()` / `postgres.resume()` take the database away and back;
     `run_init_container(name)` runs one init container once more in the running pod;
-    `run_test_pod(name)` runs a `helm test` Pod of the render beside the server. `replica_of` makes
-    this a second pod of another stack's Deployment (its PostgreSQL, test secrets and claims are
-    shared, as two replicas share them), `init_containers` names the init containers to run (None:
-    all), `claim_ownership` = (uid, gid, mode) presents a new claim as a storage that ignores
+    `run_test_pod(name)` runs a `helm test` Pod of the render beside the server, `run_cronjob(name)`
+    one Job's pod of a CronJob, `run_pod_spec(where, spec)` any other pod spec (a client's);
+    `replica_of` makes this a second pod of another stack's Deployment (its PostgreSQL, test
+    secrets and claims are shared, as two replicas share them), `init_containers` names the init
+    containers to run (None: all), `claim_ownership` = (uid, gid, mode) presents a new claim as a storage that ignores
     fsGroup (NFS) would. `venv` is the image's venv for this pod alone (default VENV): the upgrade
     rehearsal runs the previous MLflow minor's pod from .venv-previous next to the current one.
     """
@@ -368,22 +369,53 @@ class PodRunner:
         """Run the render's Pod `name` (a `helm test` hook) to completion beside the server: its own
         volumes, env and securityContext, in this pod's network namespace, where the Services resolve
         and forward as in the cluster. Returns (exit code, output)."""
-        spec = dict(self.render.one("Pod", name)["spec"])
-        if len(spec.get("containers", [])) != 1 or spec.get("initContainers"):
-            raise PodRunnerError(f"Pod {name}: only a single container and no init containers are supported")
+        return self.run_pod_spec(f"Pod {name}", self.render.one("Pod", name)["spec"], timeout)
+
+    def run_cronjob(self, name: str, timeout: float = 300) -> tuple[int, str]:
+        """Run one Job of the render's CronJob `name` as the kubelet runs that Job's pod (the
+        jobTemplate's pod spec), to completion beside the server. Returns (exit code, output)."""
+        template = self.render.one("CronJob", name)["spec"]["jobTemplate"]["spec"]["template"]
+        return self.run_pod_spec(f"CronJob {name} spec.jobTemplate.spec.template", template["spec"], timeout)
+
+    def run_pod_spec(self, where: str, spec: Obj, timeout: float = 300) -> tuple[int, str]:
+        """Run a pod spec with `restartPolicy: Never` to completion beside the server, as the kubelet
+        does: its init containers one after the other, each to exit 0 (the first that fails fails
+        the pod), then its one container; its own volumes (the render's claims are the server's),
+        env and securityContext, in this pod's network namespace, where the Services resolve and
+        forward as in the cluster. `timeout` bounds the whole pod (activeDeadlineSeconds).
+        Returns (exit code of the last container run, the containers' output in order)."""
+        if len(spec.get("containers", [])) != 1:
+            raise PodRunnerError(f"{where}: only a single container is supported")
+        if spec.get("restartPolicy", "Always") != "Never":
+            raise PodRunnerError(f"{where}: only restartPolicy Never is supported (run once, not restarted)")
         assert self._pod_dir is not None, "no pod is running"
-        base = self._pod_dir / "test-pods" / unused_name(self._pod_dir / "test-pods", name)
+        label = where.split()[-1].replace("/", "-")
+        base = self._pod_dir / "test-pods" / unused_name(self._pod_dir / "test-pods", label)
         fs_group = (spec.get("securityContext") or {}).get("fsGroup")
         volumes = materialize_volumes(spec, self.render, self.store, base, fs_group, claims=self.claims_dir)
-        proc = self._run_container(spec["containers"][0], f"Pod {name} spec.containers[0]", volumes, pod=spec)
-        try:
-            code = proc.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.stop(signal.SIGKILL, 1)
-            raise PodRunnerError(
-                f"Pod {name}: still running after {timeout:.0f} s:\n{proc.log_tail()}"
-            ) from None
-        return code, proc.log.read_text(errors="replace") if proc.log else ""
+        deadline = time.monotonic() + timeout
+        steps = [
+            *(
+                (c, f"{where}.spec.initContainers[{i}] ({c['name']})")
+                for i, c in enumerate(spec.get("initContainers", []))
+            ),
+            (spec["containers"][0], f"{where}.spec.containers[0] ({spec['containers'][0]['name']})"),
+        ]
+        output = []
+        code = 0
+        for container, what in steps:
+            proc = self._run_container(container, what, volumes, pod=spec)
+            try:
+                code = proc.popen.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.stop(signal.SIGKILL, 1)
+                raise PodRunnerError(
+                    f"{what}: still running after {timeout:.0f} s:\n{proc.log_tail()}"
+                ) from None
+            output.append(proc.log.read_text(errors="replace") if proc.log else "")
+            if code != 0:
+                break
+        return code, "".join(output)
 
     def _cluster(self) -> Obj:
         where = "spec.template.spec.containers[0]"
