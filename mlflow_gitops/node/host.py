@@ -1,0 +1,180 @@
+"""What the node does to the machine, and how a stop proves it undid it.
+
+* The node's network namespace (`ip netns add`): a veth `node0` with the node address, its peer
+  in the same namespace, the default route on it (everything not local to the namespace is
+  dropped there, so no packet reaches the machine's interfaces or any outside address), forwarding and bridge netfilter
+  on (kube-proxy's DNAT must see traffic between pods on the same bridge). Pods get their own
+  namespaces from containerd, joined to the `cni0` bridge inside the node's.
+* Host sysctls the kubelet rewrites (it sets kernel.panic, vm.overcommit_memory... for its own
+  defaults) and kube-proxy's conntrack ones, recorded before the start and written back on stop.
+* Leftovers: processes, mounts, network namespaces and the host's iptables rules a stop must not
+  leave behind.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+NODE_IP = "10.200.0.1"
+NODE_PREFIX = 24
+POD_SUBNET = "10.244.0.0/24"
+CLUSTER_CIDR = "10.244.0.0/16"
+SERVICE_CIDR = "10.96.0.0/16"
+KUBERNETES_SERVICE_IP = "10.96.0.1"
+DNS_SERVICE_IP = "10.96.0.10"
+NETNS_DIR = Path("/run/netns")
+
+HOST_SYSCTLS = (
+    "kernel/panic",
+    "kernel/panic_on_oops",
+    "kernel/keys/root_maxkeys",
+    "kernel/keys/root_maxbytes",
+    "vm/overcommit_memory",
+    "vm/panic_on_oom",
+)
+
+
+def sh(*cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(list(cmd), capture_output=True, text=True, check=False)
+    if check and done.returncode != 0:
+        raise RuntimeError(f"`{' '.join(cmd)}` exited {done.returncode}: {done.stderr.strip()}")
+    return done
+
+
+@dataclass
+class NetworkNamespace:
+    name: str
+
+    @property
+    def path(self) -> Path:
+        return NETNS_DIR / self.name
+
+    def enter(self) -> list[str]:
+        """The prefix that runs a command in this namespace only (the mounts stay the machine's,
+        so the kubelet's volume mounts are the ones containerd sees)."""
+        return ["nsenter", f"--net={self.path}", "--"]
+
+    def create(self) -> None:
+        sh("ip", "netns", "add", self.name)
+        inside = ["ip", "-n", self.name]
+        sh(*inside, "link", "set", "lo", "up")
+        # A veth pair with both ends inside (this kernel has no dummy driver): the peer has no
+        # address, so anything routed out of node0 finds no neighbour and is dropped.
+        sh(*inside, "link", "add", "node0", "type", "veth", "peer", "name", "node0-peer")
+        sh(*inside, "addr", "add", f"{NODE_IP}/{NODE_PREFIX}", "dev", "node0")
+        sh(*inside, "link", "set", "node0-peer", "up")
+        sh(*inside, "link", "set", "node0", "up")
+        sh(*inside, "route", "add", "default", "dev", "node0")
+        for key in ("net.ipv4.ip_forward", "net.bridge.bridge-nf-call-iptables"):
+            sh(*self.enter(), "sysctl", "-q", "-w", f"{key}=1")
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    def delete(self) -> None:
+        if self.exists():
+            sh("ip", "netns", "delete", self.name)
+
+
+@dataclass
+class Sysctls:
+    """Host sysctl values (from this process's namespace, the machine's) to put back on stop."""
+
+    saved: dict[str, str] = field(default_factory=dict)
+
+    @staticmethod
+    def keys() -> list[str]:
+        conntrack = sorted(p.name for p in Path("/proc/sys/net/netfilter").glob("nf_conntrack_*"))
+        return [*HOST_SYSCTLS, *(f"net/netfilter/{name}" for name in conntrack)]
+
+    def record(self) -> None:
+        for key in self.keys():
+            path = Path("/proc/sys") / key
+            if path.exists():
+                self.saved[key] = path.read_text().strip()
+
+    def restore(self) -> list[str]:
+        """Write back what changed; returns `key: now -> saved` for each."""
+        changed = []
+        for key, value in self.saved.items():
+            path = Path("/proc/sys") / key
+            now = path.read_text().strip()
+            if now != value:
+                path.write_text(value + "\n")
+                changed.append(f"{key.replace('/', '.')}: {now} -> {value}")
+        return changed
+
+    def differing(self) -> list[str]:
+        return [
+            f"{key.replace('/', '.')}={(Path('/proc/sys') / key).read_text().strip()} (was {value})"
+            for key, value in self.saved.items()
+            if (Path("/proc/sys") / key).read_text().strip() != value
+        ]
+
+
+def iptables_rules() -> str:
+    """The machine's own iptables rules (counters dropped), to compare before and after."""
+    lines = sh("iptables-save", check=False).stdout.splitlines()
+    return "\n".join(line.split(" [")[0] for line in lines if line and not line.startswith("#"))
+
+
+def netns_names() -> set[str]:
+    return {p.name for p in NETNS_DIR.iterdir()} if NETNS_DIR.exists() else set()
+
+
+def processes_under(run_dir: Path) -> list[str]:
+    """The node's processes: a command line naming the run directory (every component and
+    containerd's shims), or a root directory inside it (a container)."""
+    run, found = str(run_dir), []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+            root = os.readlink(proc / "root")
+        except OSError:
+            continue
+        if run in cmdline or root.startswith(run + "/"):
+            found.append(f"pid {proc.name}: {cmdline[:160]}")
+    return found
+
+
+def mounts_under(*prefixes: str) -> list[str]:
+    out = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        mountpoint = line.split()[4].replace("\\040", " ")
+        if any(mountpoint == p or mountpoint.startswith(p.rstrip("/") + "/") for p in prefixes):
+            out.append(mountpoint)
+    return out
+
+
+def unmount_under(run_dir: Path) -> None:
+    """Lazily unmount what is left under the run directory, deepest first."""
+    for mountpoint in sorted(mounts_under(str(run_dir)), key=len, reverse=True):
+        sh("umount", "-l", mountpoint, check=False)
+
+
+# Paths the components write outside the run directory whatever their configuration: the CNI
+# library's result cache, the kubelet's device-plugin directory, the shims' socket directory.
+OUTSIDE_PATHS = (Path("/var/lib/cni"), Path("/var/lib/kubelet"), Path("/run/containerd"))
+
+
+def kubepods_cgroups() -> list[Path]:
+    """The kubelet's cgroup trees (cgroupfs driver), one per hierarchy."""
+    return sorted(Path("/sys/fs/cgroup").glob("*/kubepods"))
+
+
+def remove_cgroup_tree(top: Path) -> None:
+    """rmdir a cgroup tree deepest first (cgroup directories go with rmdir, never rm)."""
+    for path in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        try:
+            path.rmdir()
+        except OSError:
+            pass
+    try:
+        top.rmdir()
+    except OSError:
+        pass
