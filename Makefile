@@ -136,9 +136,12 @@ bench: e2e-deps $(VENV)/.bench-installed ## Measure capacity on one CPU (bench/,
 # A one-node cluster from Kubernetes' own components (mlflow_gitops/node): etcd, kube-apiserver,
 # kube-controller-manager, kube-scheduler, containerd, kubelet, kube-proxy and CoreDNS in a network
 # namespace of its own, nothing pulled. Root only. Not part of `make test`.
-.PHONY: node-build node
+.PHONY: node-build node node-test
 node-build: apiserver ## Build the node's binaries into ./bin (pins in tools/versions.env); Debian packages.
 	$(PYTHON) -m mlflow_gitops.node.build
 
 node: tools node-build ## Start the one-node cluster in the foreground (Ctrl-C stops it cleanly).
 	$(PY) -m mlflow_gitops.node
+
+node-test: tools node-build ## The node's smoke test (tests/node): a pod resolves and reaches a Service.
+	$(PY) -m pytest -m node tests/node
