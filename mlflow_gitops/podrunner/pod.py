@@ -243,9 +243,11 @@ class PodRunner:
         self.postgres = Postgres(cluster, initdb["owner"], creds["password"].decode(), self.base / "postgres")
         self.postgres.start(self.postgres_cpus if self.postgres_cpus is not None else self.cpus)
 
-    def start_pod(self, ready_timeout: float = 300) -> None:
+    def start_pod(self, ready_timeout: float = 300, *, server: bool = True) -> None:
         """Create the pod: namespaces, volumes, Service forwarders and the port-forward, the init
-        containers in order (each must exit 0), then the server; returns once it is ready."""
+        containers in order (each must exit 0), then the server; returns once it is ready. With
+        `server=False` the pod stops short of its server: its network, where the Services resolve,
+        hosts Job pods (`run_pod_spec`) before any server runs, as a hook Job runs before a rollout."""
         if self._pause is not None:
             raise PodRunnerError("a pod is running already: stop_pod() first")
         self.pods_started += 1
@@ -313,6 +315,8 @@ class PodRunner:
             self.init_logs[c["name"]] = proc.log.read_text(errors="replace") if proc.log else ""
             if code != 0:
                 raise PodRunnerError(f"{where}: exited {code}:\n{proc.log_tail()}")
+        if not server:
+            return
         if len(pod["containers"]) != 1:
             raise PodRunnerError("spec.template.spec.containers: only a single-container pod is supported")
         self.server = self._run_container(

@@ -171,12 +171,19 @@ class SchemaAudit:
     """Triggers in schema `rehearsal` of the application database (superuser-owned, invisible to
     MLflow's table checks, which look at `public`)."""
 
-    SETUP = """
+    DDL = """
     CREATE SCHEMA rehearsal;
     CREATE TABLE rehearsal.revisions (at timestamptz DEFAULT clock_timestamp(), pid int DEFAULT pg_backend_pid(),
                                       old text, new text);
     CREATE TABLE rehearsal.ddl (at timestamptz DEFAULT clock_timestamp(), pid int DEFAULT pg_backend_pid(),
                                 tag text);
+    CREATE FUNCTION rehearsal.ddl() RETURNS event_trigger LANGUAGE plpgsql SECURITY DEFINER AS $$
+    BEGIN
+      INSERT INTO rehearsal.ddl (tag) VALUES (tg_tag);
+    END $$;
+    CREATE EVENT TRIGGER rehearsal_ddl ON ddl_command_end EXECUTE FUNCTION rehearsal.ddl();
+    """
+    REVISIONS = """
     CREATE FUNCTION rehearsal.revision() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER AS $$
     BEGIN
       INSERT INTO rehearsal.revisions (old, new)
@@ -185,16 +192,12 @@ class SchemaAudit:
     END $$;
     CREATE TRIGGER rehearsal_revision AFTER INSERT OR UPDATE ON public.alembic_version
       FOR EACH ROW EXECUTE FUNCTION rehearsal.revision();
-    CREATE FUNCTION rehearsal.ddl() RETURNS event_trigger LANGUAGE plpgsql SECURITY DEFINER AS $$
-    BEGIN
-      INSERT INTO rehearsal.ddl (tag) VALUES (tg_tag);
-    END $$;
-    CREATE EVENT TRIGGER rehearsal_ddl ON ddl_command_end EXECUTE FUNCTION rehearsal.ddl();
     """
 
-    def __init__(self, postgres: Postgres) -> None:
+    def __init__(self, postgres: Postgres, *, revisions: bool = True) -> None:
+        """`revisions`: also record alembic_version's changes (the table must exist: MLflow's)."""
         self.pg = postgres
-        self.pg.psql(self.SETUP, database=postgres.database)
+        self.pg.psql(self.DDL + (self.REVISIONS if revisions else ""), database=postgres.database)
 
     def revision(self) -> str:
         return self.pg.psql(
