@@ -181,8 +181,8 @@ class SchemaAudit:
     BEGIN
       INSERT INTO rehearsal.ddl (tag) VALUES (tg_tag);
     END $$;
-    CREATE EVENT TRIGGER rehearsal_ddl ON ddl_command_end EXECUTE FUNCTION rehearsal.ddl();
     """
+    EVENT = "CREATE EVENT TRIGGER rehearsal_ddl ON ddl_command_end EXECUTE FUNCTION rehearsal.ddl();\n"
     REVISIONS = """
     CREATE FUNCTION rehearsal.revision() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER AS $$
     BEGIN
@@ -197,7 +197,8 @@ class SchemaAudit:
     def __init__(self, postgres: Postgres, *, revisions: bool = True) -> None:
         """`revisions`: also record alembic_version's changes (the table must exist: MLflow's)."""
         self.pg = postgres
-        self.pg.psql(self.DDL + (self.REVISIONS if revisions else ""), database=postgres.database)
+        setup = self.DDL + (self.REVISIONS if revisions else "") + self.EVENT  # the event trigger last
+        self.pg.psql(setup, database=postgres.database)
 
     def revision(self) -> str:
         return self.pg.psql(
