@@ -4,7 +4,6 @@ without the others fails here, naming the file to align."""
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import pytest
@@ -12,23 +11,13 @@ import yaml
 
 from mlflow_gitops import chart
 from tests.support.manifests import images
+from tests.support.versions import app_version, pins
 
 MLFLOW_IMAGE = "burakince/mlflow"
 
 
-def app_version() -> str:
-    return str(yaml.safe_load((chart.CHART / "Chart.yaml").read_text())["appVersion"])
-
-
-def requirement_pin(name: str) -> str:
-    text = (chart.ROOT / "requirements-e2e.txt").read_text()
-    found = re.findall(rf"^{re.escape(name)}==(\S+)$", text, flags=re.MULTILINE)
-    assert len(found) == 1, f"requirements-e2e.txt: expected one `{name}==<version>` line, found {found}"
-    return found[0]
-
-
 def test_the_image_server_in_requirements_is_the_app_version() -> None:
-    assert requirement_pin("mlflow") == app_version(), (
+    assert pins().get("mlflow") == app_version(), (
         "requirements-e2e.txt's mlflow must be Chart.yaml's appVersion (and its other pins the image's lock)"
     )
 
