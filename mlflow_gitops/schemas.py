@@ -346,7 +346,9 @@ def crd_path(source: Crd) -> Path:
     if source.pin_key not in PINS:
         raise SystemExit(f"{source.pin_key} is not set in tools/versions.env")
     version = PINS[source.pin_key]
-    directory = generated_crds(source.module, version) if source.generated else module_dir(source.module, version)
+    directory = (
+        generated_crds(source.module, version) if source.generated else module_dir(source.module, version)
+    )
     return directory / source.file
 
 
