@@ -51,7 +51,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from mlflow_gitops import podrunner
 
@@ -514,7 +514,7 @@ class Peak:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
-    def __enter__(self) -> Peak:
+    def __enter__(self) -> Self:
         self.peak = self._sample()
         self._thread.start()
         return self
@@ -858,7 +858,9 @@ def machine_facts() -> dict[str, Any]:
     )
     bindir = podrunner.postgres_bin()
     pg_out = (
-        subprocess.run([str(bindir / "postgres"), "--version"], capture_output=True, text=True).stdout
+        subprocess.run(
+            [str(bindir / "postgres"), "--version"], capture_output=True, text=True, check=False
+        ).stdout
         if bindir
         else ""
     )
@@ -1079,4 +1081,3 @@ def run_all(
     results["duration_s"] = time.monotonic() - started
     results["machine"]["loadavg_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     return results
-
