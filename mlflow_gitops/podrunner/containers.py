@@ -127,3 +127,14 @@ def enter_argv(spec_file: Path, pod_netns: str, pause_pid: int) -> list[str]:
         "_enter",
         str(spec_file),
     ]
+
+
+def target_port(port: Obj, container: Obj) -> int:
+    """A Service port's targetPort as a number (a name is looked up in the container's ports)."""
+    target = port.get("targetPort", port["port"])
+    if isinstance(target, int):
+        return target
+    for p in container.get("ports") or []:
+        if p.get("name") == target:
+            return int(p["containerPort"])
+    raise PodRunnerError(f"Service port {port.get('name')}: targetPort {target!r} names no container port")

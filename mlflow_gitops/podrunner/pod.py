@@ -24,7 +24,13 @@ from mlflow_gitops.podrunner.base import (
     Obj,
     PodRunnerError,
 )
-from mlflow_gitops.podrunner.containers import enter_argv, enter_spec, security_context, write_network_files
+from mlflow_gitops.podrunner.containers import (
+    enter_argv,
+    enter_spec,
+    security_context,
+    target_port,
+    write_network_files,
+)
 from mlflow_gitops.podrunner.images import Image, image_of
 from mlflow_gitops.podrunner.kubelet_env import (
     Service,
@@ -33,7 +39,7 @@ from mlflow_gitops.podrunner.kubelet_env import (
     service_link_env,
     services_of,
 )
-from mlflow_gitops.podrunner.postgres import Postgres
+from mlflow_gitops.podrunner.postgres import Postgres, cluster_of
 from mlflow_gitops.podrunner.preflight import preflight
 from mlflow_gitops.podrunner.processes import (
     Proc,
@@ -45,30 +51,22 @@ from mlflow_gitops.podrunner.processes import (
     wait_line,
 )
 from mlflow_gitops.podrunner.render import Render
+from mlflow_gitops.podrunner.runonce import run_pod_spec
 from mlflow_gitops.podrunner.store import Store, generate_test_secrets
 from mlflow_gitops.podrunner.volumes import materialize_volumes
 
 
 @dataclass
 class PodRunner:
-    """The rendered Deployment's pod, its Services and its database, on this machine.
+    """The rendered Deployment's pod, its Services and its database, on this machine (the package
+    docstring says how each part is mapped, and what the benchmark and the fault tests call).
 
-    `args` replaces the main container's args and `env_overrides` is applied after the kubelet's
-    resolution (both for the benchmark; the tests use the render untouched); `cpus` pins every
-    process of the pod (and PostgreSQL unless `postgres_cpus` says otherwise) with taskset.
-
-    For fault tests: `kill()` signals the server's whole process tree at once; `stop_pod()`,
-    `start_pod()` and `restart_pod()` delete and create the pod as `strategy: Recreate` does (a new
-    network namespace, fresh emptyDirs, the init containers again; claims and database stay);
-    `postgres.stop()` / `postgres.resume()` take the database away and back;
-    `run_init_container(name)` runs one init container once more in the running pod;
-    `run_test_pod(name)` runs a `helm test` Pod of the render beside the server, `run_cronjob(name)`
-    one Job's pod of a CronJob, `run_pod_spec(where, spec)` any other pod spec (a client's);
-    `replica_of` makes this a second pod of another stack's Deployment (its PostgreSQL, test
-    secrets and claims are shared, as two replicas share them), `init_containers` names the init
-    containers to run (None: all), `claim_ownership` = (uid, gid, mode) presents a new claim as a storage that ignores
-    fsGroup (NFS) would. `venv` is the image's venv for this pod alone (default VENV): the upgrade
-    rehearsal runs the previous MLflow minor's pod from .venv-previous next to the current one.
+    `args`/`env_overrides` replace the main container's args / add env after the kubelet's
+    resolution (the benchmark); `cpus` pins the pod (and PostgreSQL unless `postgres_cpus`);
+    `replica_of` makes this a second pod of another runner's Deployment (its PostgreSQL, test
+    secrets and claims shared); `init_containers` names the init containers to run (None: all);
+    `claim_ownership` = (uid, gid, mode) presents a new claim as an NFS export would; `venv` is the
+    image's venv for this pod alone (default VENV), e.g. the previous MLflow minor's.
     """
 
     render_path: Path = DEFAULT_RENDER
@@ -184,18 +182,6 @@ class PodRunner:
         env.setdefault("HOME", image.homes.get(uid, "/"))
         return env
 
-    def _target_port(self, port: Obj) -> int:
-        """A Service port's targetPort as a number (a name is looked up in the server's ports)."""
-        target = port.get("targetPort", port["port"])
-        if isinstance(target, int):
-            return target
-        for p in self.main_container.get("ports") or []:
-            if p.get("name") == target:
-                return int(p["containerPort"])
-        raise PodRunnerError(
-            f"Service port {port.get('name')}: targetPort {target!r} names no container port"
-        )
-
     # -- lifecycle ---------------------------------------------------------------------------
 
     def __enter__(self) -> Self:
@@ -228,20 +214,11 @@ class PodRunner:
         if self.replica_of is not None:
             self.postgres = self.replica_of.postgres
             return
-        cluster = self._cluster()
-        initdb = cluster["spec"]["bootstrap"]["initdb"]
-        cname = cluster["metadata"]["name"]
-        secret_name = (initdb.get("secret") or {}).get("name", f"{cname}-app")
-        creds = (
-            self.store.source("Secret", secret_name, False, f"Cluster {cname} spec.bootstrap.initdb.secret")
-            or {}
-        )
-        if creds.get("username", b"").decode() != initdb["owner"]:
-            raise PodRunnerError(
-                f"Cluster {cname}: initdb secret's username is not the owner {initdb['owner']!r}"
-            )
-        self.postgres = Postgres(cluster, initdb["owner"], creds["password"].decode(), self.base / "postgres")
+        self.postgres = Postgres.for_cluster(self._cluster(), self.store, self.base / "postgres")
         self.postgres.start(self.postgres_cpus if self.postgres_cpus is not None else self.cpus)
+
+    def _cluster(self) -> Obj:
+        return cluster_of(self.render, self.main_container, self.store)
 
     def start_pod(self, ready_timeout: float = 300, *, server: bool = True) -> None:
         """Create the pod: namespaces, volumes, Service forwarders and the port-forward, the init
@@ -288,7 +265,7 @@ class PodRunner:
                 for port in own["spec"]["ports"]:  # its endpoint: this pod
                     self._forward(
                         f"{svc.address}:{port['port']}",
-                        f"127.0.0.1:{self._target_port(port)}",
+                        f"127.0.0.1:{target_port(port, self.main_container)}",
                         listen_ns=self.pod_netns,
                         connect_ns=self.pod_netns,
                         name=f"service-{svc.name}-{port['port']}",
@@ -382,56 +359,9 @@ class PodRunner:
         return self.run_pod_spec(f"CronJob {name} spec.jobTemplate.spec.template", template["spec"], timeout)
 
     def run_pod_spec(self, where: str, spec: Obj, timeout: float = 300) -> tuple[int, str]:
-        """Run a pod spec with `restartPolicy: Never` to completion beside the server, as the kubelet
-        does: its init containers one after the other, each to exit 0 (the first that fails fails
-        the pod), then its one container; its own volumes (the render's claims are the server's),
-        env and securityContext, in this pod's network namespace, where the Services resolve and
-        forward as in the cluster. `timeout` bounds the whole pod (activeDeadlineSeconds).
-        Returns (exit code of the last container run, the containers' output in order)."""
-        if len(spec.get("containers", [])) != 1:
-            raise PodRunnerError(f"{where}: only a single container is supported")
-        if spec.get("restartPolicy", "Always") != "Never":
-            raise PodRunnerError(f"{where}: only restartPolicy Never is supported (run once, not restarted)")
-        assert self._pod_dir is not None, "no pod is running"
-        label = where.split()[-1].replace("/", "-")
-        base = self._pod_dir / "test-pods" / unused_name(self._pod_dir / "test-pods", label)
-        fs_group = (spec.get("securityContext") or {}).get("fsGroup")
-        volumes = materialize_volumes(spec, self.render, self.store, base, fs_group, claims=self.claims_dir)
-        deadline = time.monotonic() + timeout
-        steps = [
-            *(
-                (c, f"{where}.spec.initContainers[{i}] ({c['name']})")
-                for i, c in enumerate(spec.get("initContainers", []))
-            ),
-            (spec["containers"][0], f"{where}.spec.containers[0] ({spec['containers'][0]['name']})"),
-        ]
-        output = []
-        code = 0
-        for container, what in steps:
-            proc = self._run_container(container, what, volumes, pod=spec)
-            try:
-                code = proc.popen.wait(max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.stop(signal.SIGKILL, 1)
-                raise PodRunnerError(
-                    f"{what}: still running after {timeout:.0f} s:\n{proc.log_tail()}"
-                ) from None
-            output.append(proc.log.read_text(errors="replace") if proc.log else "")
-            if code != 0:
-                break
-        return code, "".join(output)
-
-    def _cluster(self) -> Obj:
-        where = "spec.template.spec.containers[0]"
-        c = self.main_container
-        pghost = kubelet_env(c, self.store, {}, where).get("PGHOST", "")
-        clusters = self.render.find("Cluster")
-        for c in clusters:
-            if pghost.startswith(c["metadata"]["name"] + "-"):
-                return c
-        if len(clusters) == 1:
-            return clusters[0]
-        raise PodRunnerError(f"{self.render.path}: cannot tell which CNPG Cluster backs PGHOST={pghost!r}")
+        """Run a pod spec with `restartPolicy: Never` to completion beside the server
+        (runonce.run_pod_spec). Returns (exit code of the last container run, their output)."""
+        return run_pod_spec(self, where, spec, timeout)
 
     def _forward(
         self,

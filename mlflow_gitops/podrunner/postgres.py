@@ -12,7 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from mlflow_gitops.podrunner.base import Obj, PodRunnerError
+from mlflow_gitops.podrunner.kubelet_env import kubelet_env
 from mlflow_gitops.podrunner.processes import Proc, free_port, read_from, run_command, spawn
+from mlflow_gitops.podrunner.render import Render
+from mlflow_gitops.podrunner.store import Store
 
 
 def postgres_bin() -> Path | None:
@@ -31,6 +34,21 @@ class Postgres:
     port: int = 0
     proc: Proc | None = None
     _cpus: Sequence[int] | None = None
+
+    @classmethod
+    def for_cluster(cls, cluster: Obj, store: Store, base: Path) -> Postgres:
+        """The stand-in of a CNPG Cluster: its owner, with the password of its initdb secret."""
+        initdb = cluster["spec"]["bootstrap"]["initdb"]
+        cname = cluster["metadata"]["name"]
+        secret_name = (initdb.get("secret") or {}).get("name", f"{cname}-app")
+        creds = (
+            store.source("Secret", secret_name, False, f"Cluster {cname} spec.bootstrap.initdb.secret") or {}
+        )
+        if creds.get("username", b"").decode() != initdb["owner"]:
+            raise PodRunnerError(
+                f"Cluster {cname}: initdb secret's username is not the owner {initdb['owner']!r}"
+            )
+        return cls(cluster, initdb["owner"], creds["password"].decode(), base)
 
     @property
     def database(self) -> str:
@@ -139,3 +157,16 @@ class Postgres:
     def stop(self) -> None:
         if self.proc is not None:
             self.proc.stop(signal.SIGINT, grace=30)  # fast shutdown
+
+
+def cluster_of(render: Render, container: Obj, store: Store) -> Obj:
+    """The CNPG Cluster behind the server's PGHOST (`<cluster>-rw`...), or the render's only one."""
+    where = "spec.template.spec.containers[0]"
+    pghost = kubelet_env(container, store, {}, where).get("PGHOST", "")
+    clusters = render.find("Cluster")
+    for c in clusters:
+        if pghost.startswith(c["metadata"]["name"] + "-"):
+            return c
+    if len(clusters) == 1:
+        return clusters[0]
+    raise PodRunnerError(f"{render.path}: cannot tell which CNPG Cluster backs PGHOST={pghost!r}")
