@@ -120,9 +120,11 @@ apiserver: ## Build the pinned kube-apiserver and etcd into ./bin (for tests/api
 	$(PYTHON) -m mlflow_gitops.apiserver_build
 
 # Capacity (mlflow_gitops.bench): the rendered server pinned to one CPU, its variants and MLflow's own
-# defaults, against PostgreSQL through mlflow_gitops.podrunner; about 15 min, not part of `make test`.
-# Writes bench/results.json, bench/results.png and README's Capacity table.
-# BENCH_ARGS=--quick: short phases into a temp dir; BENCH_ARGS="--only shipped,defaults": a subset.
+# defaults, then the shipped settings under overload with the kubelet's probes, against PostgreSQL
+# through mlflow_gitops.podrunner; about 20 min, not part of `make test`. Writes bench/results.json,
+# bench/overload/, their charts and the tables of bench/README.md.
+# BENCH_ARGS=--quick: short phases into a temp dir; BENCH_ARGS="--only shipped,defaults": a subset;
+# BENCH_ARGS="--only overload": the overload phase alone.
 BENCH_ARGS ?=
 
 $(VENV)/.bench-installed: $(VENV)/.e2e-installed requirements-bench.txt
@@ -130,7 +132,7 @@ $(VENV)/.bench-installed: $(VENV)/.e2e-installed requirements-bench.txt
 	touch $@
 
 .PHONY: bench
-bench: e2e-deps $(VENV)/.bench-installed ## Measure capacity on one CPU (bench/, README Capacity).
+bench: e2e-deps $(VENV)/.bench-installed ## Measure capacity on one CPU (bench/README.md).
 	$(PY) -m mlflow_gitops.bench $(BENCH_ARGS)
 
 # A one-node cluster from Kubernetes' own components (mlflow_gitops/node): etcd, kube-apiserver,

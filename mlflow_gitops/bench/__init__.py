@@ -1,53 +1,8 @@
-"""`make bench`: capacity of the rendered MLflow server on one CPU (see run.py)."""
+"""`make bench`: capacity of the rendered MLflow server on one CPU (`python -m mlflow_gitops.bench`).
 
-from mlflow_gitops.bench.run import (
-    BEGIN,
-    END,
-    GIB,
-    JOBS,
-    MIB,
-    OUT,
-    README,
-    RENDER,
-    ROOT,
-    Config,
-    Params,
-    Targets,
-    arg_value,
-    main,
-    markdown_table,
-    misses,
-    percentile,
-    replace_block,
-    run_load,
-    settings,
-    summary,
-    tables,
-    with_workers,
-)
-
-__all__ = [
-    "BEGIN",
-    "END",
-    "GIB",
-    "JOBS",
-    "MIB",
-    "OUT",
-    "README",
-    "RENDER",
-    "ROOT",
-    "Config",
-    "Params",
-    "Targets",
-    "arg_value",
-    "main",
-    "markdown_table",
-    "misses",
-    "percentile",
-    "replace_block",
-    "run_load",
-    "settings",
-    "summary",
-    "tables",
-    "with_workers",
-]
+Modules: configs (sizes, configurations, settings), runs (a stack per configuration and its
+phases), overload (the shipped settings past capacity, with the kubelet's probes), load (the load
+generator run inside the pod), probes (the kubelet's probe semantics, replayed), serverlog (each
+4xx/5xx explained from the server's log), stats, host (/proc and the disk), report and chart
+(bench/README.md's blocks, the PNGs).
+"""
