@@ -24,6 +24,7 @@ from pathlib import Path
 
 from mlflow_gitops import podrunner
 from mlflow_gitops.bench import report
+from mlflow_gitops.bench.artifacts import run_artifacts
 from mlflow_gitops.bench.configs import (
     OUT,
     OVERLOAD,
@@ -104,7 +105,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = parser()
     args = p.parse_args(argv)
     if args.cmd == "_load":
-        print(json.dumps(run_load(json.loads(args.spec))))
+        spec = json.loads(args.spec)
+        print(json.dumps(run_artifacts(spec) if spec["kind"] == "artifacts" else run_load(spec)))
         return 0
     out = args.out or (Path(tempfile.mkdtemp(prefix="mlflow-bench-")) if args.quick else OUT)
     out.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,7 @@
 
 A phase is closed-loop clients (each sends its next request when the last one is answered) of one
 kind: `runs` (create run), `metrics` (log-batch), `mix` (create run, log-batch, search: what a
-training client and a UI do) or `artifacts` (one upload and download through the proxy). Every
+training client and a UI do); `artifacts` is artifacts.py. Every
 API request carries a tag (`?bench=<tag>`) so that its access-log line can be found; each answer
 >= 400 and each connection error is kept as an event (serverlog.py explains them from the log).
 
@@ -23,22 +23,21 @@ import random
 import re
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlflow_gitops.bench.probes import next_probe_at
 from mlflow_gitops.bench.serverlog import RETRIED, TAG_PARAM
+from mlflow_gitops.bench.watch import SERIES_LOCK, health_loop, kubelet_probe
 
 MIB = 2**20
 WRITES = frozenset({"create_run", "log_batch"})
 MAX_RETRIES, BACKOFF_FACTOR, BACKOFF_JITTER, BACKOFF_MAX = 7, 2.0, 1.0, 120.0  # MLflow's client
-SERIES_LOCK = threading.Lock()  # the health checkers share one series
 MAX_EVENTS = 300  # error events kept per phase (all are counted)
 VERIFY_TIMEOUT = 900.0  # the store check after a phase waits behind requests given up on
 
 
-def _now_ms() -> int:
+def now_ms() -> int:
     return int(time.time() * 1000)
 
 
@@ -136,7 +135,7 @@ class Tally:
 
 
 def _batch(keys: int, steps: int, step0: int) -> list[dict[str, Any]]:
-    ts = _now_ms()
+    ts = now_ms()
     return [
         {"key": f"m{k}", "value": random.random(), "timestamp": ts, "step": step0 + s}
         for s in range(steps)
@@ -191,19 +190,19 @@ def _client_loop(
     run_id = ""
     step = 0
     if kind == "metrics":
-        made = call("create_run", "runs/create", {"experiment_id": exp_id, "start_time": _now_ms()})
+        made = call("create_run", "runs/create", {"experiment_id": exp_id, "start_time": now_ms()})
         if made is None:
             return
         run_id = made["run"]["info"]["run_id"]
     while tally.take():
         if kind == "runs":
-            call("create_run", "runs/create", {"experiment_id": exp_id, "start_time": _now_ms()})
+            call("create_run", "runs/create", {"experiment_id": exp_id, "start_time": now_ms()})
         elif kind == "metrics":
             per = spec["metrics_per_batch"]
             call("log_batch", "runs/log-batch", {"run_id": run_id, "metrics": _batch(10, per // 10, step)})
             step += per // 10
         else:  # mix: what a training client and a UI do
-            made = call("create_run", "runs/create", {"experiment_id": exp_id, "start_time": _now_ms()})
+            made = call("create_run", "runs/create", {"experiment_id": exp_id, "start_time": now_ms()})
             if made is not None and tally.take():
                 body = {
                     "run_id": made["run"]["info"]["run_id"],
@@ -214,100 +213,6 @@ def _client_loop(
                 call("log_batch", "runs/log-batch", body)
             if tally.take():
                 call("search", "runs/search", {"experiment_ids": [exp_id], "max_results": 100})
-
-
-def _health_loop(
-    spec: Mapping[str, Any], started: float, delay: float, stop: threading.Event, out: dict[str, Any]
-) -> None:
-    """Sequential /health requests, a long timeout: the latency series (start, seconds, ok)."""
-    import requests
-
-    http = requests.Session()
-    http.headers["Host"] = spec["host"]
-    stop.wait(delay)
-    while not stop.is_set():
-        t0 = time.monotonic()
-        try:
-            ok = http.get(f"http://127.0.0.1:{spec['port']}/health", timeout=spec["health_timeout"]).ok
-        except requests.RequestException:
-            ok = False
-        latency = time.monotonic() - t0
-        with SERIES_LOCK:
-            out["latencies"].append(latency)
-            out["series"].append([t0 - started, latency, ok])
-            out["failed"] += 0 if ok else 1
-        stop.wait(spec["health_interval"])
-
-
-def _kubelet_probe(
-    spec: Mapping[str, Any],
-    probe: Mapping[str, Any],
-    started: float,
-    stop: threading.Event,
-    out: dict[str, Any],
-) -> None:
-    """One probe as the kubelet's prober worker runs it: GET /health on a new connection (the
-    kubelet turns keep-alives off), `timeoutSeconds`, success on 2xx/3xx, ticks every
-    `periodSeconds` from `offset`; `out["results"]` = [start, seconds, failed, status or error]."""
-    import requests
-
-    url = f"http://127.0.0.1:{spec['port']}/health"
-    headers = {"User-Agent": "kube-probe", "Connection": "close"}
-    offset, period, timeout = float(out["offset"]), float(probe["period_s"]), float(probe["timeout_s"])
-    at = offset
-    while not stop.wait(max(0.0, started + at - time.monotonic())):
-        t0 = time.monotonic() - started
-        try:
-            with requests.get(url, headers=headers, timeout=timeout) as resp:
-                code: int | str = resp.status_code
-                failed = not 200 <= resp.status_code < 400
-        except requests.RequestException as err:
-            code, failed = type(err).__name__, True
-        took = time.monotonic() - started - t0
-        out["results"].append([t0, took, failed, code])
-        at = next_probe_at(t0, t0 + took, offset, period)
-
-
-def _artifacts(spec: Mapping[str, Any]) -> dict[str, Any]:
-    client = Client(spec, "a", 600)
-    code, exp, _ = client.post("experiments/create", {"name": f"bench-artifacts-{time.time_ns()}"})
-    assert code == 200, exp
-    code, run, _ = client.post(
-        "runs/create", {"experiment_id": exp["experiment_id"], "start_time": _now_ms()}
-    )
-    assert code == 200, run
-    uri = str(run["run"]["info"]["artifact_uri"])
-    path = uri.removeprefix("mlflow-artifacts:/").strip("/")
-    url = f"{client.base}/api/2.0/mlflow-artifacts/artifacts/{path}/blob.bin"
-    size = int(spec["artifact_mib"]) * MIB
-    block = random.randbytes(MIB)
-
-    class Body:
-        def __len__(self) -> int:
-            return size
-
-        def __iter__(self) -> Iterator[bytes]:
-            for _ in range(size // MIB):
-                yield block
-
-    started = time.monotonic()
-    up = client.http.put(url, data=Body(), timeout=600)
-    up_s = time.monotonic() - started
-    started = time.monotonic()
-    got = 0
-    with client.http.get(url, stream=True, timeout=600) as down:
-        for chunk in down.iter_content(MIB):
-            got += len(chunk)
-        down_code = down.status_code
-    down_s = time.monotonic() - started
-    return {
-        "bytes": size,
-        "upload_s": up_s,
-        "upload_status": up.status_code,
-        "download_s": down_s,
-        "download_status": down_code,
-        "downloaded_bytes": got,
-    }
 
 
 def _stored(client: Client, exp_id: str) -> dict[str, Any]:
@@ -336,8 +241,6 @@ def _stored(client: Client, exp_id: str) -> dict[str, Any]:
 
 def run_load(spec: Mapping[str, Any]) -> dict[str, Any]:
     """One bounded phase of closed-loop clients (and /health probes); the raw observations."""
-    if spec["kind"] == "artifacts":
-        return _artifacts(spec)
     setup = Client(spec, "setup")
     code, exp, _ = setup.post("experiments/create", {"name": f"bench-{spec['kind']}-{time.time_ns()}"})
     if code != 200:
@@ -352,7 +255,7 @@ def run_load(spec: Mapping[str, Any]) -> dict[str, Any]:
     for k in range(checkers):  # staggered, for a denser series
         delay = k * float(spec["health_interval"]) / checkers
         watchers.append(
-            threading.Thread(target=_health_loop, args=(spec, started, delay, stop, health), daemon=True)
+            threading.Thread(target=health_loop, args=(spec, started, delay, stop, health), daemon=True)
         )
     rng = random.Random(spec.get("seed", 0))
     probes: dict[str, Any] = {}
@@ -360,7 +263,7 @@ def run_load(spec: Mapping[str, Any]) -> dict[str, Any]:
         probes[name] = {"settings": probe, "offset": rng.uniform(0, float(probe["period_s"])), "results": []}
         watchers.append(
             threading.Thread(
-                target=_kubelet_probe, args=(spec, probe, started, stop, probes[name]), daemon=True
+                target=kubelet_probe, args=(spec, probe, started, stop, probes[name]), daemon=True
             )
         )
     for t in watchers:
