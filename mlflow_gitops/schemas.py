@@ -21,18 +21,16 @@ import copy
 import importlib.metadata
 import importlib.util
 import json
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import yaml
 
+from mlflow_gitops.go_modules import generated_crds, module_dir
+from mlflow_gitops.json_schema import Schema, convert_node, drop_descriptions, make_strict, walk
 from mlflow_gitops.versions import KUBE_VERSION, PINS, ROOT
 
 SCHEMAS = ROOT / "schemas"
@@ -92,47 +90,6 @@ CRDS: tuple[Crd, ...] = (
 CORE_DRAFT = "https://json-schema.org/draft/2020-12/schema"  # kubernetes-validate's own draft
 CRD_DRAFT = "http://json-schema.org/draft-04/schema#"  # OpenAPI v3.0 schemas are draft-4 style
 DEFS_PREFIX = "#/$defs/"
-SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions")
-SCHEMA_SINGLES = ("additionalProperties", "items", "not")
-SCHEMA_LISTS = ("allOf", "anyOf", "oneOf", "items")
-
-Schema = dict[str, Any]
-
-
-def subschemas(schema: Schema) -> Iterator[Schema]:
-    """The schemas directly nested in a schema (not property names, enums or defaults)."""
-    for key in SCHEMA_MAPS:
-        yield from (value for value in schema.get(key, {}).values() if isinstance(value, dict))
-    for key in SCHEMA_SINGLES:
-        if isinstance(schema.get(key), dict):
-            yield schema[key]
-    for key in SCHEMA_LISTS:
-        if isinstance(schema.get(key), list):
-            yield from (value for value in schema[key] if isinstance(value, dict))
-
-
-def walk(schema: Schema) -> Iterator[Schema]:
-    """A schema and every schema nested in it, parents first."""
-    yield schema
-    for child in subschemas(schema):
-        yield from walk(child)
-
-
-def drop_descriptions(schema: Schema) -> None:
-    """Descriptions do not take part in validation and are more than half of the bytes."""
-    for node in walk(schema):
-        node.pop("description", None)
-
-
-def make_strict(schema: Schema) -> None:
-    """Reject unknown fields in every object that lists its properties and does not opt out."""
-    for node in walk(schema):
-        if (
-            "properties" in node
-            and "additionalProperties" not in node
-            and not node.get("x-kubernetes-preserve-unknown-fields")
-        ):
-            node["additionalProperties"] = False
 
 
 def kind_suffix(api_version: str) -> str:
@@ -211,116 +168,6 @@ def core_schemas() -> tuple[dict[str, bytes], str]:
 
 
 # --- custom resources ---------------------------------------------------------------------------
-
-
-def module_dir(module: str, version: str) -> Path:
-    """The unpacked module, from the module cache or downloaded through the Go module proxy."""
-    with tempfile.TemporaryDirectory() as outside_any_module:
-        result = subprocess.run(
-            ["go", "mod", "download", "-json", f"{module}@{version}"],
-            capture_output=True, text=True, cwd=outside_any_module, check=False,
-        )  # fmt: skip
-    try:
-        info = json.loads(result.stdout)
-    except json.JSONDecodeError:
-        raise SystemExit(f"go mod download {module}@{version} failed: {result.stderr.strip()}") from None
-    if "Error" in info or "Dir" not in info:
-        raise SystemExit(f"go mod download {module}@{version}: {info.get('Error', result.stderr.strip())}")
-    return Path(info["Dir"])
-
-
-CONTROLLER_GEN = "sigs.k8s.io/controller-tools/cmd/controller-gen"
-WORK = ROOT / ".work"  # git-ignored: the controller-gen binary and the CRDs it generated
-
-
-def controller_gen() -> Path:
-    """controller-gen at CONTROLLER_GEN_VERSION, built once into .work/bin."""
-    version = PINS["CONTROLLER_GEN_VERSION"]
-    target = WORK / "bin" / f"controller-gen-{version}"
-    if target.exists():
-        return target
-    with tempfile.TemporaryDirectory() as gobin:
-        result = subprocess.run(
-            ["go", "install", f"{CONTROLLER_GEN}@{version}"],
-            capture_output=True, text=True, cwd=gobin, check=False,
-            env={**os.environ, "GOBIN": gobin, "CGO_ENABLED": "0"},
-        )  # fmt: skip
-        if result.returncode != 0:
-            raise SystemExit(f"go install {CONTROLLER_GEN}@{version} failed: {result.stderr.strip()}")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(Path(gobin) / "controller-gen", target)
-    return target
-
-
-def generated_crds(module: str, version: str) -> Path:
-    """The CRDs controller-gen generates from a module's API types, cached in .work/crds.
-
-    Runs what the Flux controllers' `make manifests` runs in their api module
-    (`controller-gen crd:crdVersions=v1 paths=./...`), in a writable copy of the downloaded module
-    (the module cache is read-only). The result depends only on the two pinned versions.
-    """
-    gen_version = PINS["CONTROLLER_GEN_VERSION"]
-    out = WORK / "crds" / f"{module.replace('/', '_')}@{version}+controller-gen-{gen_version}"
-    if out.is_dir():
-        return out
-    binary = controller_gen()
-    source = module_dir(module, version)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out.parent) as work:
-        copy = Path(work) / "module"
-        shutil.copytree(source, copy)
-        for path in [copy, *copy.rglob("*")]:
-            path.chmod(path.stat().st_mode | 0o200)
-        staging = Path(work) / "crds"
-        result = subprocess.run(
-            [str(binary), "crd:crdVersions=v1", "paths=./...", f"output:crd:artifacts:config={staging}"],
-            capture_output=True, text=True, cwd=copy, check=False,
-        )  # fmt: skip
-        if result.returncode != 0:
-            raise SystemExit(f"controller-gen over {module}@{version} failed: {result.stderr.strip()}")
-        staging.rename(out)
-    return out
-
-
-def case_insensitive(pattern: str) -> str:
-    """A Go regexp with a leading `(?i)` (e.g. the Prometheus Operator's `^(?i)(abort|warn)?$`) as
-    an ECMA-262 one, which has no inline flags: each letter outside a class becomes `[xX]`."""
-    out, escaped, in_class = [], False, False
-    for ch in pattern.replace("(?i)", "", 1):
-        if escaped:
-            out.append(ch)
-            escaped = False
-        elif ch == "\\":
-            out.append(ch)
-            escaped = True
-        elif ch == "[":
-            in_class = True
-            out.append(ch)
-        elif ch == "]":
-            in_class = False
-            out.append(ch)
-        elif ch.isascii() and ch.isalpha() and not in_class:
-            out.append(f"[{ch.lower()}{ch.upper()}]")
-        else:
-            out.append(ch)
-    return "".join(out)
-
-
-def convert_node(node: Schema) -> None:
-    """OpenAPI v3 / Kubernetes extensions -> plain JSON schema, for one node."""
-    if isinstance(node.get("pattern"), str) and "(?i)" in node["pattern"]:
-        if node["pattern"].count("(?i)") > 1 or not node["pattern"].lstrip("^").startswith("(?i)"):
-            raise SystemExit(f"pattern {node['pattern']!r}: only one leading (?i) is converted")
-        node["pattern"] = case_insensitive(node["pattern"])
-    if node.get("x-kubernetes-int-or-string"):
-        node.pop("type", None)
-        if node.get("anyOf") == [{"type": "integer"}, {"type": "string"}]:
-            del node["anyOf"]
-        node["oneOf"] = [{"type": "string"}, {"type": "integer"}]
-        if node.get("nullable"):
-            node["oneOf"].append({"type": "null"})
-    elif node.get("nullable") and isinstance(node.get("type"), str):
-        node["type"] = [node["type"], "null"]
 
 
 def crd_schema(crd: Schema, version: Schema) -> Schema:
