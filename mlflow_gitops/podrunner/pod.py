@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import shutil
@@ -16,40 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
 
-from mlflow_gitops.podrunner.base import (
-    DEFAULT_RENDER,
-    HELPER,
-    NAMESPACE,
-    ROOT,
-    Obj,
-    PodRunnerError,
-)
-from mlflow_gitops.podrunner.containers import (
-    enter_argv,
-    enter_spec,
-    security_context,
-    target_port,
-    write_network_files,
-)
-from mlflow_gitops.podrunner.images import Image, image_of
-from mlflow_gitops.podrunner.kubelet_env import (
-    Service,
-    expand_argv,
-    kubelet_env,
-    service_link_env,
-    services_of,
-)
+from mlflow_gitops.podrunner.base import DEFAULT_RENDER, NAMESPACE, Obj, PodRunnerError
+from mlflow_gitops.podrunner.container_launch import run_container
+from mlflow_gitops.podrunner.containers import security_context
+from mlflow_gitops.podrunner.images import Image
+from mlflow_gitops.podrunner.kubelet_env import Service, kubelet_env, service_link_env, services_of
+from mlflow_gitops.podrunner.pod_network import start_pod_network
 from mlflow_gitops.podrunner.postgres import Postgres, cluster_of
 from mlflow_gitops.podrunner.preflight import preflight
-from mlflow_gitops.podrunner.processes import (
-    Proc,
-    free_port,
-    port_busy,
-    spawn,
-    unused_name,
-    wait_http_ok,
-    wait_line,
-)
+from mlflow_gitops.podrunner.processes import Proc, free_port, port_busy, wait_http_ok
 from mlflow_gitops.podrunner.render import Render
 from mlflow_gitops.podrunner.runonce import run_pod_spec
 from mlflow_gitops.podrunner.store import Store, generate_test_secrets
@@ -243,45 +217,13 @@ class PodRunner:
         )
         self.init_logs, self.init_exited_at, self.init_started = {}, {}, {}
         self._hostname = f"{self.deployment_name}-podrunner-{secrets.token_hex(3)}"
-        self._pause = spawn(
-            "pause",
-            ["unshare", "--net", "--uts", "--", *HELPER, "_pause", self._hostname],
-            self._pod_dir / "logs" / "pause.log",
-            cwd=ROOT,
-        )
-        wait_line(self._pause, "ready", 20)
-        write_network_files(self._pod_dir, self._hostname, self.services, self.namespace)
-        cluster_name = self._cluster()["metadata"]["name"]
-        own = self.render.service_for(self.deployment)
-        for svc in self.services:
-            if svc.name in (f"{cluster_name}-rw", f"{cluster_name}-r"):
-                self._forward(
-                    f"{svc.address}:5432",
-                    f"127.0.0.1:{self.postgres.port}",
-                    listen_ns=self.pod_netns,
-                    name=f"service-{svc.name}",
-                )
-            elif svc.name == own["metadata"]["name"] and svc.namespace == self.namespace:
-                for port in own["spec"]["ports"]:  # its endpoint: this pod
-                    self._forward(
-                        f"{svc.address}:{port['port']}",
-                        f"127.0.0.1:{target_port(port, self.main_container)}",
-                        listen_ns=self.pod_netns,
-                        connect_ns=self.pod_netns,
-                        name=f"service-{svc.name}-{port['port']}",
-                    )
-        self._forward(
-            f"127.0.0.1:{self.local_port}",
-            f"127.0.0.1:{self.container_port}",
-            connect_ns=self.pod_netns,
-            name="port-forward",
-        )
+        start_pod_network(self)
 
         for i, c in enumerate(pod.get("initContainers", [])):
             if self.init_containers is not None and c["name"] not in self.init_containers:
                 continue
             where = f"spec.template.spec.initContainers[{i}] ({c['name']})"
-            proc = self._run_container(c, where, self.volumes)
+            proc = run_container(self, c, where, self.volumes)
             self.init_started[c["name"]] = proc
             try:
                 code = proc.popen.wait(600)
@@ -296,8 +238,8 @@ class PodRunner:
             return
         if len(pod["containers"]) != 1:
             raise PodRunnerError("spec.template.spec.containers: only a single-container pod is supported")
-        self.server = self._run_container(
-            pod["containers"][0], "spec.template.spec.containers[0] (mlflow)", self.volumes, main=True
+        self.server = run_container(
+            self, pod["containers"][0], "spec.template.spec.containers[0] (mlflow)", self.volumes, main=True
         )
         self._wait_ready(ready_timeout)
 
@@ -341,8 +283,8 @@ class PodRunner:
         (the kubelet retrying it, or the same container of another pod)."""
         for i, c in enumerate(self.pod.get("initContainers", [])):
             if c["name"] == name:
-                return self._run_container(
-                    c, f"spec.template.spec.initContainers[{i}] ({name})", self.volumes
+                return run_container(
+                    self, c, f"spec.template.spec.initContainers[{i}] ({name})", self.volumes
                 )
         raise PodRunnerError(f"Deployment {self.deployment_name} has no init container {name!r}")
 
@@ -362,67 +304,6 @@ class PodRunner:
         """Run a pod spec with `restartPolicy: Never` to completion beside the server
         (runonce.run_pod_spec). Returns (exit code of the last container run, their output)."""
         return run_pod_spec(self, where, spec, timeout)
-
-    def _forward(
-        self,
-        listen: str,
-        connect: str,
-        *,
-        name: str,
-        listen_ns: str | None = None,
-        connect_ns: str | None = None,
-    ) -> None:
-        assert self._pod_dir is not None
-        argv = [*HELPER, "_forward", listen, connect]
-        if listen_ns:
-            argv += ["--listen-ns", listen_ns]
-        if connect_ns:
-            argv += ["--connect-ns", connect_ns]
-        if self.cpus:
-            argv = ["taskset", "-c", ",".join(map(str, self.cpus)), *argv]
-        proc = spawn(name, argv, self._pod_dir / "logs" / f"{name}.log", cwd=ROOT)
-        self._forwarders.append(proc)
-        wait_line(proc, "ready", 20)
-
-    def _run_container(
-        self,
-        c: Obj,
-        where: str,
-        volumes: Mapping[str, tuple[Path, bool]],
-        *,
-        main: bool = False,
-        pod: Obj | None = None,
-    ) -> Proc:
-        """Start one container in the pod's namespaces; `pod` is the spec it belongs to (default:
-        the Deployment's), whose securityContext applies."""
-        assert self._pod_dir is not None, "no pod is running"
-        pod = self.pod if pod is None else pod
-        image = image_of(c, where, self.venv)
-        env = self.resolved_env(c, where, image, self._hostname, pod)
-        argv_src = dict(c)
-        if main and self.args is not None:
-            argv_src["args"] = list(self.args)
-        if main:
-            env |= dict(self.env_overrides)
-        argv = expand_argv(argv_src, env)
-        if not argv:
-            raise PodRunnerError(f"{where}.command: empty; the image's entrypoint is not known here")
-        run = unused_name(self._pod_dir / "ns", c["name"])  # a rerun gets its own scratch and log
-        spec = enter_spec(c, where, volumes, pod, image, env, argv, self._pod_dir, self._pod_dir / "ns" / run)
-        spec_file = self._pod_dir / "ns" / f"{run}.json"
-        spec_file.write_text(json.dumps(spec))
-        spec_file.chmod(0o600)
-        launcher = enter_argv(spec_file, self.pod_netns, self._pause.pid if self._pause else 0)
-        if self.cpus:
-            launcher = ["taskset", "-c", ",".join(map(str, self.cpus)), *launcher]
-        proc = spawn(
-            run, launcher, self._pod_dir / "logs" / f"{run}.log", stream=main and self.stream_logs, cwd=ROOT
-        )
-        if main:
-            self.server_env, self.server_argv = env, argv
-        else:
-            self._containers.append(proc)
-        return proc
 
     def _wait_ready(self, timeout: float = 300) -> None:
         probe = self.main_container.get("readinessProbe", {}).get("httpGet", {})

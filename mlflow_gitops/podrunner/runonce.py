@@ -8,6 +8,7 @@ import time
 from typing import TYPE_CHECKING
 
 from mlflow_gitops.podrunner.base import Obj, PodRunnerError
+from mlflow_gitops.podrunner.container_launch import run_container
 from mlflow_gitops.podrunner.processes import unused_name
 from mlflow_gitops.podrunner.volumes import materialize_volumes
 
@@ -43,7 +44,7 @@ def run_pod_spec(runner: PodRunner, where: str, spec: Obj, timeout: float = 300)
     output = []
     code = 0
     for container, what in steps:
-        proc = runner._run_container(container, what, volumes, pod=spec)
+        proc = run_container(runner, container, what, volumes, pod=spec)
         try:
             code = proc.popen.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
