@@ -18,7 +18,7 @@ import requests
 
 from mlflow_gitops import podrunner
 from tests.support.pods import edited_render, own_stack
-from tests.support.workload import Reader
+from tests.support.readback import Reader
 
 pytestmark = pytest.mark.e2e
 

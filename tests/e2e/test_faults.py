@@ -26,21 +26,9 @@ import pytest
 
 from mlflow_gitops.podrunner import PodRunner, PodRunnerError
 from tests.support.pods import own_stack
-from tests.support.workload import (
-    MIB,
-    Generated,
-    Ledger,
-    Reader,
-    RunPlan,
-    compare,
-    digest,
-    facts,
-    join_all,
-    plan,
-    run_clients,
-    tally,
-    wait_for,
-)
+from tests.support.readback import Reader
+from tests.support.run_plans import MIB, Generated, RunPlan, compare, digest, facts, plan, tally
+from tests.support.workload import Ledger, join_all, run_clients, wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -25,9 +25,11 @@ import pytest
 from mlflow_gitops import chart
 from mlflow_gitops.podrunner import PodRunner
 from tests.support.pods import own_stack, start_together
+from tests.support.readback import Reader
 from tests.support.rehearsal import SchemaAudit
+from tests.support.run_plans import RunPlan, compare, facts, plan, tally
 from tests.support.service import ServiceStandIn
-from tests.support.workload import Client, Ledger, Reader, RunPlan, compare, facts, plan, tally
+from tests.support.workload import Client, Ledger
 
 pytestmark = pytest.mark.e2e
 

@@ -25,18 +25,9 @@ import requests
 
 from mlflow_gitops import podrunner
 from mlflow_gitops.podrunner import Poll
-from tests.support.workload import (
-    Ledger,
-    Reader,
-    compare,
-    digest,
-    facts,
-    health_latency,
-    join_all,
-    plan,
-    run_clients,
-    tally,
-)
+from tests.support.readback import Reader
+from tests.support.run_plans import compare, digest, facts, plan, tally
+from tests.support.workload import Ledger, health_latency, join_all, run_clients
 
 pytestmark = pytest.mark.e2e
 

@@ -22,7 +22,7 @@ import pytest
 
 from mlflow_gitops.podrunner import PodRunner
 from tests.support.pods import RENDER, own_stack, start_together
-from tests.support.workload import Reader
+from tests.support.readback import Reader
 
 pytestmark = pytest.mark.e2e
 

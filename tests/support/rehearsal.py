@@ -21,7 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlflow_gitops.podrunner import Postgres
-from tests.support.workload import Client, Ledger, Reader, RunPlan, facts, plan
+from tests.support.readback import Reader
+from tests.support.run_plans import RunPlan, facts, plan
+from tests.support.workload import Client, Ledger
 
 EXPERIMENTS = 3
 RUNS_PER_EXPERIMENT = 2
