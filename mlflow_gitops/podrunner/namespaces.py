@@ -14,6 +14,7 @@ from pathlib import Path
 
 from mlflow_gitops.podrunner.base import BUSYBOX, SHM_SIZE
 from mlflow_gitops.podrunner.processes import run_command
+from mlflow_gitops.podrunner.relay import relay
 
 CLONE_NEWNET = 0x40000000
 
@@ -44,36 +45,6 @@ def cmd_pause(hostname: str) -> None:
         pass
 
 
-def _pump(src: socket.socket, dst: socket.socket) -> None:
-    buf = bytearray(1 << 18)
-    view = memoryview(buf)
-    try:
-        while n := src.recv_into(buf):
-            dst.sendall(view[:n])
-    except OSError:
-        pass
-    finally:
-        try:
-            dst.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-
-
-def _serve_pair(client: socket.socket, target: tuple[str, int]) -> None:
-    try:
-        upstream = socket.create_connection(target, timeout=10)
-    except OSError:
-        client.close()
-        return
-    upstream.settimeout(None)
-    t = threading.Thread(target=_pump, args=(upstream, client), daemon=True)
-    t.start()
-    _pump(client, upstream)
-    t.join()
-    client.close()
-    upstream.close()
-
-
 def cmd_forward(listen: str, connect: str, listen_ns: str | None, connect_ns: str | None) -> None:
     """A TCP forwarder whose listening socket may live in another network namespace."""
     home = os.open("/proc/self/ns/net", os.O_RDONLY)
@@ -93,7 +64,7 @@ def cmd_forward(listen: str, connect: str, listen_ns: str | None, connect_ns: st
     print("ready", flush=True)
     while True:
         client, _ = srv.accept()
-        threading.Thread(target=_serve_pair, args=(client, (chost, int(cport))), daemon=True).start()
+        threading.Thread(target=relay, args=(client, (chost, int(cport))), daemon=True).start()
 
 
 def cmd_enter(spec_file: str) -> None:

@@ -30,19 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlflow_gitops.podrunner import PodRunner
-
-
-def _pump(src: socket.socket, dst: socket.socket) -> None:
-    try:
-        while data := src.recv(1 << 16):
-            dst.sendall(data)
-    except OSError:
-        pass
-    finally:
-        try:
-            dst.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
+from mlflow_gitops.podrunner.relay import relay
 
 
 @dataclass
@@ -157,15 +145,4 @@ class ServiceStandIn:
             threading.Thread(target=self._serve, args=(client, endpoint), daemon=True).start()
 
     def _serve(self, client: socket.socket, endpoint: Endpoint) -> None:
-        try:
-            upstream = socket.create_connection(("127.0.0.1", int(endpoint.pod.local_port or 0)), timeout=10)
-        except OSError:
-            client.close()
-            return
-        upstream.settimeout(None)
-        back = threading.Thread(target=_pump, args=(upstream, client), daemon=True)
-        back.start()
-        _pump(client, upstream)
-        back.join()
-        client.close()
-        upstream.close()
+        relay(client, ("127.0.0.1", int(endpoint.pod.local_port or 0)))
