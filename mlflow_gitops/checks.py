@@ -1,6 +1,6 @@
 """A target's checks run in turn (`make lint`, `make workflow-check`): each a command run at the
 repository's root, reported on one line, `ok   <name>` or `FAIL <name> (exit N): <argv>` followed
-by what it printed."""
+by what it printed; the exit status 1 with a summary when one failed."""
 
 from __future__ import annotations
 
@@ -32,3 +32,11 @@ def run_checks(
             argv = " ".join(map(str, out.args))
             print(f"FAIL {name} (exit {out.returncode}): {argv}\n{out.stdout}{out.stderr}", flush=True)
     return failed
+
+
+def exit_status(failed: Sequence[str], summary: str) -> int:
+    """The target's exit status: 0 when nothing failed, else 1 after printing `summary`."""
+    if failed:
+        print(summary, flush=True)
+        return 1
+    return 0

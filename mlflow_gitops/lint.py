@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from mlflow_gitops import chart
-from mlflow_gitops.checks import Result, run_checks, run_in_repo
+from mlflow_gitops.checks import Result, exit_status, run_checks, run_in_repo
 from mlflow_gitops.render import environments, how_to_provide
 from mlflow_gitops.versions import KUBE_VERSION, ROOT
 
@@ -64,10 +64,7 @@ def main() -> int:
             yield check.name, check.run
 
     run_checks(runnable(), failed)
-    if failed:
-        print(f"make lint: {len(failed)} failed: {', '.join(failed)}")
-        return 1
-    return 0
+    return exit_status(failed, f"make lint: {len(failed)} failed: {', '.join(failed)}")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from mlflow_gitops import tools
-from mlflow_gitops.checks import Result, run_checks, run_in_repo
+from mlflow_gitops.checks import Result, exit_status, run_checks, run_in_repo
 from mlflow_gitops.versions import ROOT
 
 WORKFLOWS = ROOT / ".github" / "workflows"
@@ -52,10 +52,9 @@ def zizmor() -> Result:
 
 def main() -> int:
     failed = run_checks([("actionlint", actionlint), ("zizmor", zizmor)])
-    if failed:
-        print(f"make workflow-check: {', '.join(failed)} found problems in .github/workflows/")
-        return 1
-    return 0
+    return exit_status(
+        failed, f"make workflow-check: {', '.join(failed)} found problems in .github/workflows/"
+    )
 
 
 if __name__ == "__main__":
