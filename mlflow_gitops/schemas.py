@@ -189,7 +189,7 @@ def crd_schema(crd: Schema, version: Schema) -> Schema:
 
 
 def crd_path(source: Crd) -> Path:
-    """The CRD YAML of one CRDS entry, at its pin (also what tests/support/apiserver.py installs)."""
+    """The CRD YAML of one CRDS entry, at its pin (also what tests/support/crds.py installs)."""
     if source.pin_key not in PINS:
         raise SystemExit(f"{source.pin_key} is not set in tools/versions.env")
     version = PINS[source.pin_key]

@@ -12,8 +12,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.apiserver import BUILD_HINT, SUMMARY, ApiServer, cel_rules, missing_binaries
+from tests.support.apiserver import BUILD_HINT, SUMMARY, ApiServer, missing_binaries
 from tests.support.ci import unavailable
+from tests.support.crds import cel_rules
 
 MLFLOW_NAMESPACE = "mlflow"
 RESTRICTED = {

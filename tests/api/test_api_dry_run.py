@@ -22,7 +22,8 @@ import pytest
 import yaml
 
 from mlflow_gitops import chart
-from tests.support.apiserver import SUMMARY, ApiServer, cel_rules, crds_of_schemas
+from tests.support.apiserver import SUMMARY, ApiServer
+from tests.support.crds import cel_rules, crds_of_schemas
 
 pytestmark = pytest.mark.apiserver
 
