@@ -63,14 +63,21 @@ class Client:
     def __init__(self, host: str, port: int, token: str, ca_file: Path, netns: Path) -> None:
         self.host, self.port, self.token, self.ca_file, self.netns = host, port, token, ca_file, netns
 
-    def request(self, method: str, path: str, body: Any = None, timeout: float = 30) -> tuple[int, Any]:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        timeout: float = 30,
+        content_type: str = "application/json",
+    ) -> tuple[int, Any]:
         context = ssl.create_default_context(cafile=str(self.ca_file))
         conn = _Connection(self.host, self.port, self.netns, context, timeout)
         headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
         data = None
         if body is not None:
             data = json.dumps(body).encode()
-            headers["Content-Type"] = "application/json"
+            headers["Content-Type"] = content_type
         try:
             conn.request(method, path, body=data, headers=headers)
             response = conn.getresponse()
@@ -101,6 +108,25 @@ class Client:
         status, body = self.request("DELETE", path)
         if status not in (200, 202, 404):
             raise ApiError("DELETE", path, status, body)
+
+    def resource_path(self, obj: dict[str, Any]) -> str:
+        """The object's own path, its resource name found by discovery (CRDs' kinds too)."""
+        api_version, kind = obj["apiVersion"], obj["kind"]
+        group_path = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+        for resource in self.get(group_path)["resources"]:
+            if resource["kind"] == kind and "/" not in resource["name"]:
+                meta = obj["metadata"]
+                scope = f"/namespaces/{meta.get('namespace', 'default')}" if resource["namespaced"] else ""
+                return f"{group_path}{scope}/{resource['name']}/{meta['name']}"
+        raise ValueError(f"the API server serves no kind {kind!r} in {api_version}")
+
+    def apply(self, obj: dict[str, Any], manager: str = "mlflow-node") -> Any:
+        """Server-side apply of one object (created or updated; conflicts forced to `manager`)."""
+        path = f"{self.resource_path(obj)}?fieldManager={manager}&force=true"
+        status, body = self.request("PATCH", path, obj, content_type="application/apply-patch+yaml")
+        if status not in (200, 201):
+            raise ApiError("PATCH (apply)", path, status, body)
+        return body
 
 
 PLURALS = {

@@ -172,7 +172,7 @@ def build_pause() -> str:
 
 
 def names() -> list[str]:
-    return [*KUBE_COMPONENTS, *(b.name for b in GO_INSTALLS), "pause", "debian"]
+    return [*KUBE_COMPONENTS, *(b.name for b in GO_INSTALLS), "pause", "debian", "cnpg"]
 
 
 def missing() -> list[str]:
@@ -207,6 +207,10 @@ def main(argv: list[str] | None = None) -> int:
             print(build_go_install(binary), flush=True)
     if "pause" in wanted:
         print(build_pause(), flush=True)
+    if "cnpg" in wanted:  # the CloudNativePG operator (mlflow_gitops.node.operator)
+        from mlflow_gitops.node import operator
+
+        print(operator.build(), flush=True)
     return 0
 
 
