@@ -267,7 +267,13 @@ class Node:
         """Every pod sandbox through the CRI (CNI teardown, pod network namespaces, shims)."""
         if "containerd" not in self.processes or self.processes["containerd"].poll() is not None:
             return
-        crictl = [str(build.BIN / "crictl"), f"--runtime-endpoint=unix://{self.layout.containerd_socket}"]
+        # crictl's own 2 s timeout cancels a busy machine's StopPodSandbox halfway ("context
+        # canceled"), leaving the sandbox's pause process running after its shim is gone.
+        crictl = [
+            str(build.BIN / "crictl"),
+            f"--runtime-endpoint=unix://{self.layout.containerd_socket}",
+            "--timeout=120s",
+        ]
         done = subprocess.run(
             [*self.netns.enter(), *crictl, "rmp", "--all", "--force"],
             capture_output=True,
