@@ -12,7 +12,6 @@ and raises if a process, mount, network namespace, iptables rule or changed sysc
 
 from __future__ import annotations
 
-import ctypes
 import http.client
 import os
 import shutil
@@ -23,18 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
 
+from mlflow_gitops.child_process import die_with_parent
 from mlflow_gitops.node import api, build, config, dns, host, images
 
 ETCD = build.BIN / "etcd"
 KUBE_APISERVER = build.BIN / "kube-apiserver"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
-
-
-def _die_with_parent() -> None:
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 @dataclass
@@ -115,7 +108,7 @@ class Node:
         with log_path.open("wb") as out:
             self.processes[name] = subprocess.Popen(
                 [*self.netns.enter(), *cmd], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, preexec_fn=_die_with_parent, cwd=self.run_dir, env=env,  # noqa: PLW1509
+                start_new_session=True, preexec_fn=die_with_parent, cwd=self.run_dir, env=env,  # noqa: PLW1509
             )  # fmt: skip
 
     def _check_alive(self) -> None:

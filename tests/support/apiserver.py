@@ -16,7 +16,6 @@ until each is Established and served.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import shutil
 import signal
@@ -30,6 +29,7 @@ from pathlib import Path
 import yaml
 
 from mlflow_gitops import apiserver_build as build  # binaries and pins
+from mlflow_gitops.child_process import die_with_parent
 from tests.support.apiclient import ApiClient, Obj, Resource
 
 BUILD_HINT = "run `make apiserver` (builds the pinned kube-apiserver and etcd into ./bin)"
@@ -45,14 +45,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def _die_with_parent() -> None:
-    """In the child: get SIGKILL when the test process dies (Linux), so nothing outlives a crash."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 @dataclass
@@ -97,7 +89,7 @@ class ApiServer(ApiClient):
             stdin=subprocess.DEVNULL,
             start_new_session=True,
             # Safe with threads: the hook makes one prctl call, taking no lock the fork may have copied.
-            preexec_fn=_die_with_parent,  # noqa: PLW1509
+            preexec_fn=die_with_parent,  # noqa: PLW1509
             cwd=self.workdir,
         )
         log.close()
