@@ -175,7 +175,7 @@ def postgres_image() -> str:
 
 def deployment_available(client: api.Client) -> tuple[bool, str]:
     status = client.get(f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/{DEPLOYMENT}").get("status", {})
-    conditions = {c["type"]: c for c in status.get("conditions", [])}
+    conditions = {c["type"]: c for c in status.get("conditions") or []}
     available = conditions.get("Available", {})
     return available.get(
         "status"
@@ -225,7 +225,7 @@ def wait_established(client: api.Client, name: str) -> None:
         status = client.get(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}").get(
             "status", {}
         )
-        conditions = {c["type"]: c["status"] for c in status.get("conditions", [])}
+        conditions = {c["type"]: c["status"] for c in status.get("conditions") or []}
         return conditions.get("Established") == "True", f"conditions {conditions}"
 
     api.wait_for(f"CRD {name} Established", established, 120, 0.5)

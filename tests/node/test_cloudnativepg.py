@@ -1,0 +1,237 @@
+"""The real CloudNativePG operator on the node: installed from its release manifest (CNPG_VERSION),
+its webhook admitting and refusing Clusters, a one-instance Cluster reconciled to healthy on a
+local volume, and a client in another namespace reaching it through the `-rw` Service's DNS name.
+
+The images are built here (mlflow_gitops.node.cnpg_images): the operator from its Go module, the
+operand from Debian's postgresql-15; the operator's configuration names the operand image, so the
+Cluster carries no `imageName`, as the chart's does not. Run by `make node-test` (marked `node`).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mlflow_gitops.node import api, config, operator
+from mlflow_gitops.node.node import Node
+from tests.node.conftest import SUMMARY
+from tests.support.ci import unavailable
+
+pytestmark = pytest.mark.node
+
+DB_NAMESPACE = "cnpg-db"
+CLIENT_NAMESPACE = "cnpg-client"  # the client sits in another namespace than the Cluster
+CLUSTER = "pg"
+STORAGE_CLASS = "cnpg-local"
+OWNER = "app"
+MAX_CONNECTIONS = "200"
+CLUSTERS = f"/apis/postgresql.cnpg.io/v1/namespaces/{DB_NAMESPACE}/clusters"
+
+
+def timed(step: str, action: Callable[[], Any]) -> Any:
+    started = time.monotonic()
+    result = action()
+    SUMMARY.append(f"cnpg: {step}: {time.monotonic() - started:.1f} s")
+    return result
+
+
+def namespace(client: api.Client, name: str) -> None:
+    client.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+
+    def service_account() -> tuple[bool, str]:  # pods are refused until the controller made it
+        status, _ = client.request("GET", f"/api/v1/namespaces/{name}/serviceaccounts/default")
+        return status == 200, f"GET serviceaccount default: {status}"
+
+    api.wait_for(f"ServiceAccount {name}/default", service_account, 120)
+
+
+def volume_path(run_dir: Path) -> Path:
+    return run_dir / "volumes" / f"{CLUSTER}-1"
+
+
+def local_volume(client: api.Client, run_dir: Path) -> None:
+    """A StorageClass without a provisioner and one static local PersistentVolume on the node,
+    owned by PostgreSQL's uid/gid 26 as the instance pod runs."""
+    path = volume_path(run_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    os.chown(path, 26, 26)
+    path.chmod(0o700)
+    client.apply({
+        "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": STORAGE_CLASS},
+        "provisioner": "kubernetes.io/no-provisioner", "volumeBindingMode": "WaitForFirstConsumer",
+    })  # fmt: skip
+    client.apply({
+        "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": f"{STORAGE_CLASS}-{CLUSTER}-1"},
+        "spec": {
+            "capacity": {"storage": "2Gi"}, "accessModes": ["ReadWriteOnce"],
+            "persistentVolumeReclaimPolicy": "Retain", "storageClassName": STORAGE_CLASS,
+            "local": {"path": str(path)},
+            "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                {"key": "kubernetes.io/hostname", "operator": "In", "values": [config.NODE_NAME]},
+            ]}]}},
+        },
+    })  # fmt: skip
+
+
+def cluster(parameters: dict[str, str], name: str = CLUSTER) -> dict[str, Any]:
+    return {
+        "apiVersion": "postgresql.cnpg.io/v1",
+        "kind": "Cluster",
+        "metadata": {"name": name, "namespace": DB_NAMESPACE},
+        "spec": {
+            "instances": 1,
+            "storage": {"size": "1Gi", "storageClass": STORAGE_CLASS},
+            "postgresql": {"parameters": parameters},
+            "bootstrap": {
+                "initdb": {"database": OWNER, "owner": OWNER, "secret": {"name": f"{OWNER}-owner"}}
+            },
+        },
+    }
+
+
+def owner_secret(namespace: str, password: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "kubernetes.io/basic-auth",
+        "metadata": {"name": f"{OWNER}-owner", "namespace": namespace},
+        "stringData": {"username": OWNER, "password": password},
+    }
+
+
+@pytest.fixture(scope="module")
+def cnpg(node: Node) -> Iterator[dict[str, str]]:
+    """The operator installed, Available and its webhook serving; returns the images' sizes."""
+    if missing := operator.missing():
+        unavailable(f"needs {', '.join(missing)}: run `make node-build`")
+    sizes = timed("images built and imported", lambda: operator.import_images(node.layout.containerd_socket))
+    SUMMARY.extend(f"cnpg: image {ref}: {size}" for ref, size in sizes.items())
+    _, changes = operator.overrides(operator.postgres_image())
+    SUMMARY.extend(f"cnpg: manifest override: {change}" for change in changes)
+    timings = operator.install(node.client, operator.postgres_image())
+    SUMMARY.extend(f"cnpg: {step}: {seconds:.1f} s" for step, seconds in timings.items())
+    namespace(node.client, DB_NAMESPACE)
+    yield sizes
+    timed("Cluster deleted, its volume removed", lambda: remove_cluster(node))
+
+
+def remove_cluster(node: Node) -> None:
+    """Delete the Cluster, wait for the operator's pods to go, remove the local volume's data (the
+    node's stop keeps only the logs of its run directory)."""
+    node.client.delete(f"{CLUSTERS}/{CLUSTER}")
+    pods = f"/api/v1/namespaces/{DB_NAMESPACE}/pods?labelSelector=cnpg.io/cluster={CLUSTER}"
+
+    def gone() -> tuple[bool, str]:
+        names = [p["metadata"]["name"] for p in node.client.get(pods)["items"]]
+        return not names, f"pods {names}"
+
+    api.wait_for(f"Cluster {CLUSTER}'s pods deleted", gone, 300)
+    shutil.rmtree(volume_path(node.run_dir), ignore_errors=True)
+
+
+def test_operator_from_the_release_manifest_is_available(node: Node, cnpg: dict[str, str]) -> None:
+    done, state = operator.deployment_available(node.client)
+    assert done, state
+    path = f"/apis/apps/v1/namespaces/{operator.NAMESPACE}/deployments/{operator.DEPLOYMENT}"
+    container = node.client.get(path)["spec"]["template"]["spec"]["containers"][0]
+    assert (
+        container["image"]
+        == operator.operator_image()
+        == f"ghcr.io/cloudnative-pg/cloudnative-pg:{operator.version()[1:]}"
+    )
+
+
+def test_webhook_rejects_a_cluster_setting_a_fixed_parameter(node: Node, cnpg: dict[str, str]) -> None:
+    # `instances: 0` never reaches the webhook: the CRD's schema (minimum 1) refuses it first.
+    # `port` is one of the parameters only the operator's webhook guards.
+    status, body = node.client.request("POST", CLUSTERS, cluster({"port": "5433"}, name="bad-port"))
+    message = body.get("message", "") if isinstance(body, dict) else str(body)
+    assert status in (400, 403, 422), f"{status}: {message}"
+    assert 'admission webhook "vcluster.cnpg.io" denied the request' in message, message
+    assert "Can't set fixed configuration parameter" in message and "port" in message, message
+
+
+def test_cluster_becomes_healthy_and_a_pod_in_another_namespace_queries_it_through_the_rw_service(
+    node: Node, cnpg: dict[str, str]
+) -> None:
+    client, password = node.client, secrets.token_hex(16)
+    local_volume(client, node.run_dir)
+    client.apply(owner_secret(DB_NAMESPACE, password))
+    client.apply(cluster({"max_connections": MAX_CONNECTIONS}))
+
+    def healthy() -> tuple[bool, str]:
+        status = client.get(f"{CLUSTERS}/{CLUSTER}").get("status", {})
+        phase, ready = status.get("phase"), status.get("readyInstances", 0)
+        return phase == "Cluster in healthy state" and ready == 1, f"phase {phase!r}, readyInstances {ready}"
+
+    seconds = timed(
+        "Cluster created -> healthy", lambda: api.wait_for(f"Cluster {CLUSTER} healthy", healthy, 900, 2)
+    )
+    pods = client.get(f"/api/v1/namespaces/{DB_NAMESPACE}/pods?labelSelector=cnpg.io/cluster={CLUSTER}")[
+        "items"
+    ]
+    for pod in pods:
+        restarts = sum(s.get("restartCount", 0) for s in pod["status"].get("containerStatuses", []))
+        SUMMARY.append(f"cnpg: pod {pod['metadata']['name']}: {pod['status']['phase']}, {restarts} restarts")
+    instance = next(p for p in pods if p["metadata"]["name"] == f"{CLUSTER}-1")
+    # PostgreSQL from the operand image the operator's configuration names; the instance manager
+    # copied in by the bootstrap-controller init container from the operator's own image.
+    images = {
+        c["name"]: c["image"] for c in instance["spec"]["containers"] + instance["spec"]["initContainers"]
+    }
+    assert images == {
+        "postgres": operator.postgres_image(),
+        "bootstrap-controller": operator.operator_image(),
+    }
+    assert seconds > 0
+
+    namespace(client, CLIENT_NAMESPACE)
+    client.apply(owner_secret(CLIENT_NAMESPACE, password))  # what the client's own secret store would hold
+    service = f"{CLUSTER}-rw.{DB_NAMESPACE}.svc"
+    cluster_ip = client.get(f"/api/v1/namespaces/{DB_NAMESPACE}/services/{CLUSTER}-rw")["spec"]["clusterIP"]
+    script = f"""
+for attempt in $(seq 60); do
+  address=$(getent hosts {service} | cut -d' ' -f1)
+  answer=$(psql "host={service} dbname={OWNER} user={OWNER} connect_timeout=5" -tAc 'SHOW max_connections' 2>&1) && break
+  sleep 2
+done
+echo "address=$address attempts=$attempt answer=$answer" | tee /dev/termination-log
+[ "$answer" = '{MAX_CONNECTIONS}' ]
+"""
+    password_env = {
+        "name": "PGPASSWORD",
+        "valueFrom": {"secretKeyRef": {"name": f"{OWNER}-owner", "key": "password"}},
+    }
+    client.apply({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "psql", "namespace": CLIENT_NAMESPACE},
+        "spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": 1, "containers": [{
+            "name": "psql", "image": operator.postgres_image(), "imagePullPolicy": "IfNotPresent",
+            "command": ["/bin/sh", "-c", script], "env": [password_env],
+            "terminationMessagePolicy": "FallbackToLogsOnError",
+        }]},
+    })  # fmt: skip
+    pod_path = f"/api/v1/namespaces/{CLIENT_NAMESPACE}/pods/psql"
+
+    def finished() -> tuple[bool, str]:
+        status = client.get(pod_path).get("status", {})
+        return status.get("phase") in ("Succeeded", "Failed"), f"phase {status.get('phase')}"
+
+    timed(
+        "client pod connected through the -rw Service",
+        lambda: api.wait_for("pod psql finished", finished, 300),
+    )
+    status = client.get(pod_path)["status"]
+    message = status["containerStatuses"][0]["state"]["terminated"].get("message", "").strip()
+    SUMMARY.append(f"cnpg: client pod: {message}")
+    assert status["phase"] == "Succeeded", f"client pod {status['phase']}: {message}"
+    assert f"address={cluster_ip} " in message, (
+        f"{service} should resolve to the Service's IP {cluster_ip}: {message}"
+    )
+    assert message.endswith(f"answer={MAX_CONNECTIONS}"), message
