@@ -7,7 +7,9 @@ into the rootfs, `repack`, `config`), packed as a tar and imported with
 * pause: the static bin/pause, containerd's sandbox image;
 * coredns: the static bin/coredns;
 * busybox: Debian's busybox, a link per applet and the shared libraries it links (ldd), for test
-  pods.
+  pods;
+* the render's own images (mlflow, chart-busybox: mlflow_gitops.node.render_images), cached between
+  runs and also tagged with the exact references the render uses.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from mlflow_gitops.node import render_images
 from mlflow_gitops.node.build import BIN
 
 TAG = "latest"
@@ -55,11 +58,13 @@ def rootfs_files(name: str) -> tuple[dict[str, Path], dict[str, str], list[str]]
     raise ValueError(f"unknown image {name!r}: allowed pause, coredns, busybox")
 
 
-IMAGES = ("pause", "coredns", "busybox")
+IMAGES = ("pause", "coredns", "busybox", *render_images.IMAGES)
 
 
 def build(name: str, work: Path) -> Path:
-    """An OCI layout tar of image `name` under `work`."""
+    """An OCI layout tar of image `name` under `work` (the render's images: from their cache)."""
+    if name in render_images.IMAGES:
+        return render_images.build(name)
     layout, bundle = work / f"{name}-layout", work / f"{name}-bundle"
     for path in (layout, bundle):
         shutil.rmtree(path, ignore_errors=True)
@@ -93,3 +98,5 @@ def import_image(name: str, tar: Path, socket: Path) -> None:
     listed = run(*ctr, "images", "list", "-q")
     if image_ref(name) not in listed.split():
         raise RuntimeError(f"ctr imported {tar.name} but lists no {image_ref(name)}: {listed.split()}")
+    for alias in render_images.aliases(name):
+        run(*ctr, "images", "tag", "--force", image_ref(name), alias)

@@ -1,0 +1,187 @@
+"""What the homelab's cluster provides the chart, as the node presents it: storage classes, the
+Secrets External Secrets would write, the node's labels.
+
+* Storage: the two classes values/homelab.yaml names. The PostgreSQL class (`longhorn` there, a
+  block device in the homelab) is `local` PersistentVolumes, whose ownership the kubelet gives to
+  the pod's fsGroup as it does on a block device; the artifacts class (`nfs-slow`, an NFS export)
+  is `hostPath` ones, which the kubelet mounts as they are, without fsGroup, as it does NFS: each
+  directory is owned by root and the group the values' supplementalGroups name (568), mode 2775,
+  as the export is (docs/faults.md). Both classes have no provisioner: the volumes are made here,
+  static, under the node's run directory, and released ones are kept (Retain).
+* Secrets: for every ExternalSecret of the render, its target Secret with the template's literal
+  values and random ones for what Vault holds (the pod runner's derivation,
+  mlflow_gitops.podrunner.store), created directly; External Secrets itself is not installed.
+* Labels: the kubelet labels the node kubernetes.io/arch itself (runtime.GOARCH); the values'
+  PostgreSQL nodeSelector must match the node's labels.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mlflow_gitops.node import api, config
+from mlflow_gitops.podrunner.render import Render
+from mlflow_gitops.podrunner.store import generate_test_secrets
+from mlflow_gitops.versions import ROOT
+
+VALUES = ROOT / "values" / "homelab.yaml"
+RENDER = ROOT / "rendered" / "homelab.yaml"
+NO_PROVISIONER = "kubernetes.io/no-provisioner"
+
+
+@dataclass(frozen=True)
+class StorageClass:
+    name: str
+    size: str  # each volume's capacity: the values' request
+    access_modes: tuple[str, ...]
+    nfs: bool  # hostPath, no fsGroup, root:<group> 2775; else `local`, fsGroup applied
+    volumes: int
+
+
+def values() -> dict[str, Any]:
+    return yaml.safe_load(VALUES.read_text())
+
+
+def nfs_group(found: dict[str, Any] | None = None) -> int:
+    """The group the artifact export gives its directories to: the server's supplementalGroups."""
+    found = found or values()
+    groups = found.get("mlflow", {}).get("podSecurityContext", {}).get("supplementalGroups") or []
+    if len(groups) != 1:
+        raise ValueError(
+            f"{VALUES.name}: mlflow.podSecurityContext.supplementalGroups is {groups}: expected one group"
+        )
+    return int(groups[0])
+
+
+def storage_classes(found: dict[str, Any] | None = None) -> list[StorageClass]:
+    found = found or values()
+    postgres, artifacts = found["postgres"]["storage"], found["artifacts"]
+    # The operator makes a new claim for a replaced instance: room for a few.
+    return [
+        StorageClass(postgres["storageClass"], postgres["size"], ("ReadWriteOnce",), nfs=False, volumes=3),
+        StorageClass(
+            artifacts["storageClass"], artifacts["size"], tuple(artifacts["accessModes"]), nfs=True, volumes=2
+        ),
+    ]
+
+
+def volume_dir(run_dir: Path, storage_class: str, index: int) -> Path:
+    return run_dir / "storage" / storage_class / f"volume-{index}"
+
+
+def manifests(run_dir: Path, group: int | None = None) -> list[dict[str, Any]]:
+    """The StorageClasses and their PersistentVolumes; makes each volume's directory."""
+    group = nfs_group() if group is None else group
+    objects: list[dict[str, Any]] = []
+    for sc in storage_classes():
+        objects.append({
+            "apiVersion": "storage.k8s.io/v1",
+            "kind": "StorageClass",
+            "metadata": {"name": sc.name},
+            "provisioner": NO_PROVISIONER,
+            "reclaimPolicy": "Retain",
+            # `local` volumes bind when a pod is scheduled; the NFS class binds at once, as an export.
+            "volumeBindingMode": "Immediate" if sc.nfs else "WaitForFirstConsumer",
+        })  # fmt: skip
+        for index in range(sc.volumes):
+            path = volume_dir(run_dir, sc.name, index)
+            path.mkdir(parents=True, exist_ok=True)
+            if sc.nfs:
+                os.chown(path, 0, group)
+                path.chmod(0o2775)
+                source: dict[str, Any] = {"hostPath": {"path": str(path), "type": "Directory"}}
+            else:
+                source = {
+                    "local": {"path": str(path)},
+                    "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                        {"key": "kubernetes.io/hostname", "operator": "In", "values": [config.NODE_NAME]},
+                    ]}]}},
+                }  # fmt: skip
+            objects.append({
+                "apiVersion": "v1",
+                "kind": "PersistentVolume",
+                "metadata": {"name": f"{sc.name}-{index}", "labels": {"storage-class": sc.name}},
+                "spec": {
+                    "storageClassName": sc.name,
+                    "capacity": {"storage": sc.size},
+                    "accessModes": list(sc.access_modes),
+                    "persistentVolumeReclaimPolicy": "Retain",
+                    "volumeMode": "Filesystem",
+                    **source,
+                },
+            })  # fmt: skip
+    return objects
+
+
+def post(client: api.Client, path: str, obj: dict[str, Any]) -> None:
+    status, body = client.request("POST", path, obj)
+    if status not in (200, 201, 409):
+        raise api.ApiError("POST", path, status, body)
+
+
+def create_storage(client: api.Client, run_dir: Path) -> list[str]:
+    """Create the classes and volumes; returns `kind/name` of each."""
+    made = []
+    for obj in manifests(run_dir):
+        path = (
+            "/apis/storage.k8s.io/v1/storageclasses"
+            if obj["kind"] == "StorageClass"
+            else "/api/v1/persistentvolumes"
+        )
+        post(client, path, obj)
+        made.append(f"{obj['kind']}/{obj['metadata']['name']}")
+    return made
+
+
+def external_secrets(render_path: Path = RENDER) -> list[dict[str, Any]]:
+    """The Secrets the render's ExternalSecrets would write, with random values for Vault's."""
+    render = Render.load(render_path)
+    types = {
+        (es["spec"].get("target", {}).get("name") or es["metadata"]["name"]): es["spec"]
+        .get("target", {})
+        .get("template", {})
+        .get("type", "Opaque")
+        for es in render.find("ExternalSecret")
+    }
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "mlflow-node-test"}},
+            "type": types[name],
+            "data": {key: base64.b64encode(value.encode()).decode() for key, value in data.items()},
+        }
+        for name, data in generate_test_secrets(render).items()
+    ]
+
+
+def create_secrets(client: api.Client, namespace: str, render_path: Path = RENDER) -> list[str]:
+    """Create the ExternalSecrets' target Secrets in `namespace`; returns a line per Secret saying
+    what was made and why."""
+    lines = []
+    for secret in external_secrets(render_path):
+        secret["metadata"]["namespace"] = namespace
+        post(client, f"/api/v1/namespaces/{namespace}/secrets", secret)
+        keys = ", ".join(sorted(secret["data"]))
+        lines.append(
+            f"Secret {namespace}/{secret['metadata']['name']} ({secret['type']}; {keys}): created by the "
+            "test with random values where Vault holds them, standing in for its ExternalSecret"
+        )
+    return lines
+
+
+def node_labels(client: api.Client) -> dict[str, str]:
+    return client.get(f"/api/v1/nodes/{config.NODE_NAME}")["metadata"].get("labels", {})
+
+
+def unmatched_node_selector(client: api.Client) -> dict[str, str]:
+    """The values' PostgreSQL nodeSelector entries the node's labels do not match (empty: all match)."""
+    wanted = values()["postgres"].get("nodeSelector") or {}
+    labels = node_labels(client)
+    return {key: value for key, value in wanted.items() if labels.get(key) != value}
