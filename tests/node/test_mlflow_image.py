@@ -1,0 +1,242 @@
+"""The render's MLflow server runs on the node from the locally built image, as rendered.
+
+The homelab render's server Deployment (its image reference and pull policy, security contexts,
+probes, env, the busybox remove-partial-uploads init container and the artifact claim on the
+`nfs-slow` class), with two changes a node without the CloudNativePG operator needs: the backend
+is SQLite on an emptyDir instead of the Cluster (so the migration init container, which only
+migrates PostgreSQL, is left out). The render's own helm-test pod, run from another namespace,
+logs a run with an artifact through the Service's DNS name and reads both back; the artifact lands
+on the NFS-like volume owned by uid 1001 and the export's group 568.
+
+Run by `make node-test` (marked `node`, outside `make test`).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mlflow_gitops.node import api, build, homelab, render_images
+from mlflow_gitops.node.node import Node
+from mlflow_gitops.podrunner.base import NAMESPACE
+from mlflow_gitops.podrunner.render import Render
+from tests.node.conftest import SUMMARY
+from tests.node.podlogs import container_log
+
+pytestmark = pytest.mark.node
+
+CLIENT_NAMESPACE = "mlflow-client"
+SQLITE_DIR = "/mlflow/db"
+STALE_UPLOAD = ".artifact.uploading.stale"  # what a server killed mid-upload leaves behind
+
+
+def timed(step: str, action):
+    started = time.monotonic()
+    result = action()
+    SUMMARY.append(f"{step}: {time.monotonic() - started:.1f} s")
+    return result
+
+
+def create(client: api.Client, obj: dict[str, Any], namespace: str) -> None:
+    obj = copy.deepcopy(obj)
+    obj["metadata"]["namespace"] = namespace
+    if obj["kind"] in api.PLURALS:
+        client.create(obj)
+    else:
+        homelab.post(client, f"/api/v1/namespaces/{namespace}/{obj['kind'].lower()}s", obj)
+
+
+def namespace(client: api.Client, name: str) -> None:
+    client.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": name, "labels": {"purpose": "node-test"}},
+        }
+    )
+
+    def service_account() -> tuple[bool, str]:  # pods are refused until the controller made it
+        status, _ = client.request("GET", f"/api/v1/namespaces/{name}/serviceaccounts/default")
+        return status == 200, f"GET serviceaccount default: {status}"
+
+    api.wait_for(f"ServiceAccount default in {name}", service_account, 120)
+
+
+def server_deployment(render: Render) -> dict[str, Any]:
+    """The rendered server Deployment, its backend SQLite on an emptyDir."""
+    deployment = copy.deepcopy(render.one("Deployment"))
+    spec = deployment["spec"]["template"]["spec"]
+    spec["initContainers"] = [c for c in spec.get("initContainers", []) if c["name"] != "mlflow-db-migration"]
+    container = spec["containers"][0]
+    backend = [a for a in container["args"] if a.startswith("--backend-store-uri=")]
+    assert backend == ["--backend-store-uri=postgresql+psycopg2://"], container["args"]
+    container["args"] = [
+        f"--backend-store-uri=sqlite:///{SQLITE_DIR}/mlflow.db" if a in backend else a
+        for a in container["args"]
+    ]
+    container["volumeMounts"].append({"name": "sqlite", "mountPath": SQLITE_DIR})
+    spec["volumes"].append({"name": "sqlite", "emptyDir": {}})
+    return deployment
+
+
+def pod_status(client: api.Client, namespace: str, name: str) -> dict[str, Any]:
+    return client.get(f"/api/v1/namespaces/{namespace}/pods/{name}").get("status", {})
+
+
+def server_pod(client: api.Client) -> dict[str, Any] | None:
+    pods = client.get(f"/api/v1/namespaces/{NAMESPACE}/pods?labelSelector=app%3Dmlflow")["items"]
+    return pods[0] if pods else None
+
+
+def describe(client: api.Client, namespace: str) -> str:
+    events = client.get(f"/api/v1/namespaces/{namespace}/events")["items"]
+    return "\n".join(
+        f"{e['involvedObject']['name']}: {e['reason']}: {e.get('message', '')}" for e in events[-15:]
+    )
+
+
+@pytest.fixture
+def namespaces_removed_after(node: Node):
+    """The test's namespaces are deleted afterwards (the chart's own install uses `mlflow` too)."""
+    yield
+    client = node.client
+    for name in (CLIENT_NAMESPACE, NAMESPACE):
+        client.delete(f"/api/v1/namespaces/{name}")
+    for name in (CLIENT_NAMESPACE, NAMESPACE):
+
+        def gone(name: str = name) -> tuple[bool, str]:
+            status, body = client.request("GET", f"/api/v1/namespaces/{name}")
+            return status == 404, f"GET namespace {name}: {status} {str(body)[:200]}"
+
+        api.wait_for(f"namespace {name} deleted", gone, 300)
+
+
+def test_render_images_are_imported_under_the_render_references(node: Node) -> None:
+    render = Render.load(homelab.RENDER)
+    rendered = {
+        c["image"]
+        for obj in render.objects
+        for c in obj.get("spec", {}).get("template", {}).get("spec", {}).get("containers", [])
+    }
+    assert rendered, "the render has no Deployment containers"
+    crictl = [str(build.BIN / "crictl"), f"--runtime-endpoint=unix://{node.layout.containerd_socket}"]
+    listed = render_images.run(*node.netns.enter(), *crictl, "images", "-o", "json")
+    tags = {tag for image in json.loads(listed)["images"] for tag in image.get("repoTags") or []}
+    for name in render_images.IMAGES:
+        reference = render_images.reference(name)
+        assert reference in tags, f"{reference} is not among the node's images: {sorted(tags)}"
+        record = json.loads(next(render_images.CACHE.glob(f"{name}-*.json")).read_text())
+        SUMMARY.append(
+            f"image {reference}: {record['tar_bytes'] / 2**20:.0f} MiB packed, "
+            f"{record['rootfs_bytes'] / 2**20:.0f} MiB unpacked, cold build {record['built_seconds']:.0f} s"
+        )
+    labels = homelab.node_labels(node.client)
+    assert labels.get("kubernetes.io/arch") == "amd64", labels
+    assert homelab.unmatched_node_selector(node.client) == {}
+
+
+def test_server_writes_artifacts_as_uid_1001_group_568_on_nfs_slow_and_a_client_in_another_namespace_reads_them_back(
+    node: Node, namespaces_removed_after: None
+) -> None:
+    client, render = node.client, Render.load(homelab.RENDER)
+    made = timed("storage classes and volumes", lambda: homelab.create_storage(client, node.run_dir))
+    SUMMARY.append(f"storage: {', '.join(made)}")
+    namespace(client, NAMESPACE)
+    for line in homelab.create_secrets(client, NAMESPACE):
+        print(line)
+        SUMMARY.append(line)
+    for kind in ("ServiceAccount", "ConfigMap", "Secret", "Service"):
+        for obj in render.find(kind):
+            create(client, obj, NAMESPACE)
+
+    claim = render.one("PersistentVolumeClaim")
+    assert claim["spec"]["storageClassName"] == homelab.storage_classes()[1].name
+    create(client, claim, NAMESPACE)
+    claim_path = f"/api/v1/namespaces/{NAMESPACE}/persistentvolumeclaims/{claim['metadata']['name']}"
+
+    def bound() -> tuple[bool, str]:
+        status = client.get(claim_path).get("status", {})
+        return status.get("phase") == "Bound", f"phase {status.get('phase')}"
+
+    timed("artifact claim Bound", lambda: api.wait_for("artifact claim Bound", bound, 120))
+    volume = client.get(f"/api/v1/persistentvolumes/{client.get(claim_path)['spec']['volumeName']}")
+    export = Path(volume["spec"]["hostPath"]["path"])
+    stat = export.stat()
+    assert (stat.st_uid, stat.st_gid, stat.st_mode & 0o7777) == (0, homelab.nfs_group(), 0o2775)
+    (export / STALE_UPLOAD).write_bytes(b"partial")
+
+    deployment = server_deployment(render)
+    create(client, deployment, NAMESPACE)
+
+    def ready() -> tuple[bool, str]:
+        pod = server_pod(client)
+        if pod is None:
+            return False, "no pod yet"
+        status = pod.get("status", {})
+        conditions = {c["type"]: c["status"] for c in status.get("conditions", [])}
+        return conditions.get(
+            "Ready"
+        ) == "True", f"phase {status.get('phase')} {conditions} {status.get('containerStatuses')}"
+
+    try:
+        timed("MLflow server pod Ready", lambda: api.wait_for("MLflow server Ready", ready, 600))
+    except TimeoutError as error:
+        raise AssertionError(f"{error}\n{describe(client, NAMESPACE)}\n{node.tail('kubelet')}") from error
+    pod = server_pod(client)
+    assert pod is not None
+    (status,) = pod["status"]["containerStatuses"]
+    rendered = render.one("Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert pod["spec"]["containers"][0]["image"] == rendered["image"]
+    assert pod["spec"]["containers"][0]["imagePullPolicy"] == rendered["imagePullPolicy"]
+    assert status["image"] == render_images.reference("mlflow"), status
+    assert status["restartCount"] == 0, status
+    assert not (export / STALE_UPLOAD).exists(), "the busybox init container left the partial upload"
+
+    # The render's helm-test pod and its script, from another namespace, through the Service's name.
+    namespace(client, CLIENT_NAMESPACE)
+    smoke_pod = copy.deepcopy(render.one("Pod"))
+    create(
+        client,
+        render.one("ConfigMap", smoke_pod["spec"]["volumes"][0]["configMap"]["name"]),
+        CLIENT_NAMESPACE,
+    )
+    create(client, smoke_pod, CLIENT_NAMESPACE)
+    name = smoke_pod["metadata"]["name"]
+
+    def finished() -> tuple[bool, str]:
+        phase = pod_status(client, CLIENT_NAMESPACE, name).get("phase")
+        return phase in ("Succeeded", "Failed"), f"phase {phase}"
+
+    try:
+        timed(
+            "client pod logged and read back a run",
+            lambda: api.wait_for("client pod finished", finished, 600),
+        )
+    except TimeoutError as error:
+        raise AssertionError(f"{error}\n{describe(client, CLIENT_NAMESPACE)}") from error
+    status = pod_status(client, CLIENT_NAMESPACE, name)
+    message = container_log(node, CLIENT_NAMESPACE, name, smoke_pod["spec"]["containers"][0]["name"])
+    SUMMARY.append(f"client pod ({CLIENT_NAMESPACE}): {' '.join(message.strip().splitlines()[-1:])}")
+    assert status["phase"] == "Succeeded", f"client pod {status['phase']}: {message}"
+    run_id = re.search(r"OK: run (\w+)", message)
+    assert run_id, message
+
+    (artifact,) = export.glob(f"*/{run_id.group(1)}/artifacts/smoke.bin")
+    owners = {
+        p.relative_to(export).as_posix(): (p.stat().st_uid, p.stat().st_gid)
+        for p in (artifact, *artifact.parents)
+        if export in p.parents
+    }
+    assert set(owners.values()) == {(1001, homelab.nfs_group())}, owners
+    for directory in artifact.parents:
+        if export in directory.parents:
+            assert directory.stat().st_mode & 0o2000, f"{directory} lost the export's setgid bit"
+    SUMMARY.append(
+        f"artifact {artifact.relative_to(export)} on nfs-slow: uid/gid {owners[artifact.relative_to(export).as_posix()]}"
+    )
