@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from mlflow_gitops.node import api, config, operator
+from mlflow_gitops.node import api, cnpg_images, config, operator
 from mlflow_gitops.node.node import Node
 from tests.node.conftest import SUMMARY
 from tests.support.ci import unavailable
@@ -171,9 +171,7 @@ def test_cluster_becomes_healthy_and_a_pod_in_another_namespace_queries_it_throu
         phase, ready = status.get("phase"), status.get("readyInstances", 0)
         return phase == "Cluster in healthy state" and ready == 1, f"phase {phase!r}, readyInstances {ready}"
 
-    seconds = timed(
-        "Cluster created -> healthy", lambda: api.wait_for(f"Cluster {CLUSTER} healthy", healthy, 900, 2)
-    )
+    timed("Cluster created -> healthy", lambda: api.wait_for(f"Cluster {CLUSTER} healthy", healthy, 900, 2))
     pods = client.get(f"/api/v1/namespaces/{DB_NAMESPACE}/pods?labelSelector=cnpg.io/cluster={CLUSTER}")[
         "items"
     ]
@@ -190,7 +188,10 @@ def test_cluster_becomes_healthy_and_a_pod_in_another_namespace_queries_it_throu
         "postgres": operator.postgres_image(),
         "bootstrap-controller": operator.operator_image(),
     }
-    assert seconds > 0
+    status = client.get(f"{CLUSTERS}/{CLUSTER}")["status"]
+    image_info = status.get("pgDataImageInfo", {})
+    SUMMARY.append(f"cnpg: Cluster status image {status.get('image')}, pgDataImageInfo {image_info}")
+    assert image_info.get("majorVersion") == cnpg_images.PG_MAJOR, f"the operator derived {image_info}"
 
     namespace(client, CLIENT_NAMESPACE)
     client.apply(owner_secret(CLIENT_NAMESPACE, password))  # what the client's own secret store would hold
@@ -202,7 +203,8 @@ for attempt in $(seq 60); do
   answer=$(psql "host={service} dbname={OWNER} user={OWNER} connect_timeout=5" -tAc 'SHOW max_connections' 2>&1) && break
   sleep 2
 done
-echo "address=$address attempts=$attempt answer=$answer" | tee /dev/termination-log
+server=$(psql "host={service} dbname={OWNER} user={OWNER}" -tAc 'SHOW server_version' 2>&1)
+echo "address=$address attempts=$attempt server=$server answer=$answer" | tee /dev/termination-log
 [ "$answer" = '{MAX_CONNECTIONS}' ]
 """
     password_env = {
@@ -235,3 +237,7 @@ echo "address=$address attempts=$attempt answer=$answer" | tee /dev/termination-
         f"{service} should resolve to the Service's IP {cluster_ip}: {message}"
     )
     assert message.endswith(f"answer={MAX_CONNECTIONS}"), message
+    minor = cnpg_images.postgres_minor(cnpg_images.operand_packages())
+    assert f"server={minor} (Debian " in message, (
+        f"PostgreSQL {minor} from Debian's package expected: {message}"
+    )
