@@ -20,7 +20,6 @@
 from __future__ import annotations
 
 import copy
-import json
 import re
 import subprocess
 import time
@@ -30,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from mlflow_gitops import install_postgres
+from mlflow_gitops import go_modules, install_postgres
 from mlflow_gitops.node import api, cnpg_images
 from mlflow_gitops.node.build import BIN, run, timed
 from mlflow_gitops.versions import PINS
@@ -50,16 +49,7 @@ def version() -> str:
 @cache
 def module_dir() -> Path:
     """The module's directory in the module cache (`go mod download` fetches the zip once)."""
-    out = subprocess.run(
-        ["go", "mod", "download", "-json", f"{MODULE}@{version()}"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    info = json.loads(out.stdout or "{}")
-    if out.returncode != 0 or "Dir" not in info:
-        raise RuntimeError(f"go mod download {MODULE}@{version()}: {info.get('Error') or out.stderr.strip()}")
-    return Path(info["Dir"])
+    return go_modules.module_dir(MODULE, version())
 
 
 def built_version() -> str | None:
@@ -107,7 +97,8 @@ def manifest() -> tuple[dict[str, Any], ...]:
     path = module_dir() / "releases" / f"cnpg-{version().removeprefix('v')}.yaml"
     if not path.exists():
         raise RuntimeError(f"{MODULE}@{version()} ships no {path.relative_to(module_dir())}")
-    return tuple(doc for doc in yaml.safe_load_all(path.read_text()) if doc)
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: the manifest is 1.2 MB
+    return tuple(doc for doc in yaml.load_all(path.read_text(), Loader=loader) if doc)
 
 
 def deployment(objects: tuple[dict[str, Any], ...] | list[dict[str, Any]]) -> dict[str, Any]:

@@ -188,6 +188,13 @@ def test_cluster_becomes_healthy_and_a_pod_in_another_namespace_queries_it_throu
         "postgres": operator.postgres_image(),
         "bootstrap-controller": operator.operator_image(),
     }
+    # ... under the security context CloudNativePG sets: uid/gid 26, read-only root filesystem
+    postgres = next(c for c in instance["spec"]["containers"] if c["name"] == "postgres")
+    pod_context, context = instance["spec"]["securityContext"], postgres["securityContext"]
+    assert (pod_context["runAsUser"], pod_context["runAsGroup"]) == (cnpg_images.POSTGRES_UID,) * 2, (
+        pod_context
+    )
+    assert context["readOnlyRootFilesystem"] and context["capabilities"]["drop"] == ["ALL"], context
     status = client.get(f"{CLUSTERS}/{CLUSTER}")["status"]
     image_info = status.get("pgDataImageInfo", {})
     SUMMARY.append(f"cnpg: Cluster status image {status.get('image')}, pgDataImageInfo {image_info}")
