@@ -8,7 +8,8 @@
   coredns (COREDNS_VERSION) with `go install`, CGO off, each module's own go.mod;
 * pause, the pod sandbox's process: tools/node/pause, a few lines of Go;
 * runc, the CNI plugins, iptables, conntrack and umoci from Debian, installed like PostgreSQL
-  (mlflow_gitops.install_postgres).
+  (mlflow_gitops.install_postgres);
+* the add-ons of mlflow_gitops.node.addons (kube-router), each from a module of tools/node/.
 
 A binary is kept when it already carries its pin: the Kubernetes ones by `--version`, the
 `go install` ones by the module version `go version -m` reads from them, pause when newer than its
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlflow_gitops import apiserver_build, install_postgres
+from mlflow_gitops.node import addons
 from mlflow_gitops.versions import PINS, ROOT
 
 BIN = ROOT / "bin"
@@ -41,6 +43,7 @@ PACKAGES = {
     "iptables": "/usr/sbin/iptables",
     "conntrack": "/usr/sbin/conntrack",  # kube-proxy clears UDP conntrack entries with it
     "umoci": "/usr/bin/umoci",
+    "ipset": "/usr/sbin/ipset",  # kube-router's policy sets (mlflow_gitops.node.addons)
 }
 CNI_BIN_DIR = Path("/usr/lib/cni")
 
@@ -172,13 +175,14 @@ def build_pause() -> str:
 
 
 def names() -> list[str]:
-    return [*KUBE_COMPONENTS, *(b.name for b in GO_INSTALLS), "pause", "debian", "cnpg"]
+    return [*KUBE_COMPONENTS, *(b.name for b in GO_INSTALLS), *addons.NAMES, "pause", "debian", "cnpg"]
 
 
 def missing() -> list[str]:
     """What `make node-build` would still build or install (empty: the node can start)."""
     out = [f"bin/{n} {kube_version()}" for n in KUBE_COMPONENTS if kube_reported(n) != kube_version()]
     out += [f"bin/{b.name} {b.version}" for b in GO_INSTALLS if module_version(b.path, b.module) != b.version]
+    out += addons.missing()
     out += [] if (BIN / "pause").exists() else ["bin/pause"]
     out += [f"Debian {p}" for p in install_postgres.missing(PACKAGES)]
     return out
@@ -205,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     for binary in GO_INSTALLS:
         if binary.name in wanted:
             print(build_go_install(binary), flush=True)
+    addons.main(wanted)
     if "pause" in wanted:
         print(build_pause(), flush=True)
     if "cnpg" in wanted:  # the CloudNativePG operator (mlflow_gitops.node.operator)

@@ -1,0 +1,99 @@
+"""The node's add-ons in `make node-build`: binaries built from a module of tools/node/ of their own.
+
+* kube-router (KUBE_ROUTER_VERSION), the NetworkPolicy enforcer (mlflow_gitops.node.kube_router
+  runs it): tools/node/kube-router, a module with one `tool` line and the release's requirements
+  (`go install` is refused: a dependency's pseudo-version is not served; that go.mod says which).
+  Its Debian package ipset is in build.PACKAGES.
+
+Each is built with `go build` in its module's directory (CGO off: apiserver_build.go_env; the
+version stamped), kept when `go version -m` finds the pinned module version in ./bin's binary, and
+checked after the build.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlflow_gitops.node import build  # build calls into this module; only used inside functions
+from mlflow_gitops.versions import PINS, ROOT
+
+TOOLS = ROOT / "tools" / "node"
+
+
+@dataclass(frozen=True)
+class ToolModule:
+    """A binary built from `package` in the module `directory`, which requires `module` at the pin."""
+
+    name: str
+    module: str
+    package: str
+    pin_key: str
+    directory: Path
+    version_var: str = ""  # the package variable -X stamps with the version (empty: none)
+
+    @property
+    def version(self) -> str:
+        return PINS[self.pin_key]
+
+    @property
+    def path(self) -> Path:
+        return build.BIN / self.name
+
+    def required(self) -> str | None:
+        """The version of `module` the directory's go.mod requires."""
+        gomod = (self.directory / "go.mod").read_text()
+        match = re.search(rf"^\s*(?:require\s+)?{re.escape(self.module)} (v\S+)", gomod, re.MULTILINE)
+        return match.group(1) if match else None
+
+    def ldflags(self) -> str:
+        return "-s -w" + (f" -X {self.version_var}={self.version}" if self.version_var else "")
+
+
+KUBE_ROUTER = "github.com/cloudnativelabs/kube-router/v2"
+ADDONS = (
+    ToolModule(
+        "kube-router", KUBE_ROUTER, f"{KUBE_ROUTER}/cmd/kube-router", "KUBE_ROUTER_VERSION",
+        TOOLS / "kube-router", f"{KUBE_ROUTER}/pkg/version.Version",
+    ),
+)  # fmt: skip
+NAMES = tuple(tool.name for tool in ADDONS)
+
+
+def by_name(name: str) -> ToolModule:
+    return next(tool for tool in ADDONS if tool.name == name)
+
+
+def check_module(tool: ToolModule) -> None:
+    if (found := tool.required()) != tool.version:
+        where = tool.directory.relative_to(ROOT)
+        raise SystemExit(
+            f"{where}/go.mod requires {tool.module} {found}, {tool.pin_key} is {tool.version}: "
+            f"set the require line to {tool.version} and run `go mod tidy` in {where}"
+        )
+
+
+def build_tool(tool: ToolModule) -> str:
+    if build.module_version(tool.path, tool.module) == tool.version:
+        return f"{tool.name} {tool.version}: ./bin (up to date)"
+    check_module(tool)
+    cmd = ["go", "build", "-trimpath", "-ldflags", tool.ldflags(), "-o", str(tool.path), tool.package]
+    message = build.timed(f"{tool.name} {tool.version}", lambda: build.run(cmd, cwd=tool.directory))
+    if (found := build.module_version(tool.path, tool.module)) != tool.version:
+        raise SystemExit(f"{tool.name}: built bin/{tool.name} from {tool.module} {found}, not {tool.version}")
+    return message
+
+
+def missing() -> list[str]:
+    return [
+        f"bin/{tool.name} {tool.version}"
+        for tool in ADDONS
+        if build.module_version(tool.path, tool.module) != tool.version
+    ]
+
+
+def main(wanted: set[str]) -> None:
+    for tool in ADDONS:
+        if tool.name in wanted:
+            print(build_tool(tool), flush=True)
