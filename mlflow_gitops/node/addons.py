@@ -4,6 +4,10 @@
   runs it): tools/node/kube-router, a module with one `tool` line and the release's requirements
   (`go install` is refused: a dependency's pseudo-version is not served; that go.mod says which).
   Its Debian package ipset is in build.PACKAGES.
+* Flux's source-controller and kustomize-controller (FLUX_SOURCE_CONTROLLER_VERSION,
+  FLUX_KUSTOMIZE_CONTROLLER_VERSION, the pins the GitOps CRDs come from): tools/node/flux/<name>,
+  each a module with one `tool` line and the replaces of the release's go.mod (`go install` refuses
+  a module with replaces; the go.mod files say what differs from the release).
 
 Each is built with `go build` in its module's directory (CGO off: apiserver_build.go_env; the
 version stamped), kept when `go version -m` finds the pinned module version in ./bin's binary, and
@@ -56,6 +60,13 @@ ADDONS = (
     ToolModule(
         "kube-router", KUBE_ROUTER, f"{KUBE_ROUTER}/cmd/kube-router", "KUBE_ROUTER_VERSION",
         TOOLS / "kube-router", f"{KUBE_ROUTER}/pkg/version.Version",
+    ),
+    *(
+        ToolModule(name, f"github.com/fluxcd/{name}", f"github.com/fluxcd/{name}", pin, TOOLS / "flux" / name)
+        for name, pin in (
+            ("source-controller", "FLUX_SOURCE_CONTROLLER_VERSION"),
+            ("kustomize-controller", "FLUX_KUSTOMIZE_CONTROLLER_VERSION"),
+        )
     ),
 )  # fmt: skip
 NAMES = tuple(tool.name for tool in ADDONS)
