@@ -12,7 +12,10 @@
     start) naming the locally built PostgreSQL image as POSTGRES_IMAGE_NAME, so a Cluster without
     `imageName` (the chart's) gets it;
   - the Deployment's `imagePullPolicy: Always` becomes IfNotPresent: the image is imported into
-    containerd, there is no registry to pull it from.
+    containerd, there is no registry to pull it from. With Always the kubelet asks containerd to
+    pull anyway and the pod stays in ErrImagePull ("failed to resolve image: ... Head
+    https://ghcr.io/v2/cloudnative-pg/cloudnative-pg/manifests/<version>: dial tcp: lookup ghcr.io
+    ...: i/o timeout"); a registry inside the node's namespace would remove this change.
   Then it waits for the Deployment Available and for the admission webhook to answer (a dry-run
   create of a Cluster goes through it).
 """
