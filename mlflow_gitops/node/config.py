@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,6 +55,10 @@ class Layout:
         return self.run / "apiserver" / "certs" / "apiserver.crt"
 
     @property
+    def kubelet_client_ca(self) -> Path:
+        return self.run / "apiserver" / "kubelet-client" / "ca.crt"
+
+    @property
     def containerd_socket(self) -> Path:
         return self.run / "containerd" / "containerd.sock"
 
@@ -84,6 +89,27 @@ def write_identities(layout: Layout) -> None:
             "current-context": "node",
         }  # fmt: skip
         write(layout.kubeconfig(name), yaml.safe_dump(config), 0o600)
+
+
+def kubelet_client_identity(layout: Layout) -> tuple[Path, Path]:
+    """(certificate, key) the API server presents to the kubelet (pods/log, exec, port-forward):
+    in system:masters, as kubeadm's apiserver-kubelet-client, signed by a CA of its own that only
+    the kubelet trusts (authentication.x509.clientCAFile)."""
+    ca = layout.kubelet_client_ca
+    ca_key, csr, key, cert = (
+        ca.with_name(name) for name in ("ca.key", "client.csr", "client.key", "client.crt")
+    )
+    ca.parent.mkdir(parents=True, exist_ok=True)
+    for cmd in (
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(ca_key), "-out", str(ca),
+         "-subj", "/CN=mlflow-node-kubelet-client-ca", "-days", "30"],
+        ["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr),
+         "-subj", "/O=system:masters/CN=kube-apiserver-kubelet-client"],
+        ["openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial",
+         "-out", str(cert), "-days", "30"],
+    ):  # fmt: skip
+        subprocess.run(cmd, check=True, capture_output=True)
+    return cert, key
 
 
 def containerd_config(layout: Layout) -> Path:
@@ -176,7 +202,11 @@ def kubelet_config(layout: Layout) -> Path:
         "resolvConf": str(write(kubelet / "resolv.conf", f"nameserver {host.NODE_IP}\n")),
         "podLogsDir": str(kubelet / "pod-logs"),
         "failSwapOn": False,
-        "authentication": {"anonymous": {"enabled": False}, "webhook": {"enabled": True}},
+        "authentication": {
+            "anonymous": {"enabled": False},
+            "webhook": {"enabled": True},
+            "x509": {"clientCAFile": str(layout.kubelet_client_ca)},  # the API server's (pods/log...)
+        },
         "authorization": {"mode": "Webhook"},
         "imageGCHighThresholdPercent": 100,  # the images are imported, never pulled: keep them
         "imageGCLowThresholdPercent": 99,

@@ -142,6 +142,7 @@ class Node:
             ["openssl", "pkey", "-in", str(key), "-pubout", "-out", str(pub)],
         ):
             subprocess.run(cmd, check=True, capture_output=True)
+        kubelet_cert, kubelet_key = config.kubelet_client_identity(self.layout)
         self._spawn("kube-apiserver", [
             str(KUBE_APISERVER), f"--etcd-servers={client_url}",
             f"--bind-address={host.NODE_IP}", f"--advertise-address={host.NODE_IP}",
@@ -152,6 +153,7 @@ class Node:
             f"--service-account-key-file={pub}", f"--service-account-signing-key-file={key}",
             f"--service-cluster-ip-range={host.SERVICE_CIDR}",
             "--kubelet-preferred-address-types=InternalIP",
+            f"--kubelet-client-certificate={kubelet_cert}", f"--kubelet-client-key={kubelet_key}",
             "--allow-privileged=true", "--profiling=false", "--v=1",
         ])  # fmt: skip
 

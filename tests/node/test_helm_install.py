@@ -128,15 +128,19 @@ def test_helm_install_of_the_homelab_values_becomes_ready_and_passes_helm_test(n
         render_images.reference("mlflow").removeprefix("docker.io/")
     )
 
-    # Without --logs: helm reads them through pods/log, which this node's API server cannot serve
-    # (tests/node/podlogs.py); the smoke test exits non-zero on any failed check.
-    done = timed("helm test", lambda: helm(node, "test", RELEASE, f"--namespace={NAMESPACE}", timeout=600))
+    # --logs: helm reads the test pod's output through the API server's pods/log.
+    done = timed(
+        "helm test",
+        lambda: helm(node, "test", RELEASE, f"--namespace={NAMESPACE}", "--logs", timeout=600),
+    )
     assert done.returncode == 0, (
         f"helm test exited {done.returncode}:\n{done.stdout}\n{done.stderr}\n{events(client)}"
     )
     suite = render.one("Pod")["metadata"]["name"]
     assert re.search(rf"TEST SUITE:\s+{suite}\n(.+\n)*?Phase:\s+Succeeded", done.stdout), done.stdout
-    SUMMARY.append(f"helm: test: {suite} Succeeded")
+    ok = re.search(r"^OK: run \w+ in experiment.*$", done.stdout, re.MULTILINE)
+    assert ok, done.stdout
+    SUMMARY.append(f"helm: test: {suite} Succeeded: {ok.group(0)}")
 
     # The gc CronJob's Job, now, as `kubectl create job --from=cronjob/...` makes it: the busybox
     # init container and `mlflow gc` against the Cluster and through the Service.

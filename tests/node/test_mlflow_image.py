@@ -27,7 +27,6 @@ from mlflow_gitops.node.node import Node
 from mlflow_gitops.podrunner.base import NAMESPACE
 from mlflow_gitops.podrunner.render import Render
 from tests.node.conftest import SUMMARY
-from tests.node.podlogs import container_log
 
 pytestmark = pytest.mark.node
 
@@ -221,7 +220,9 @@ def test_server_writes_artifacts_as_uid_1001_group_568_on_nfs_slow_and_a_client_
     except TimeoutError as error:
         raise AssertionError(f"{error}\n{describe(client, CLIENT_NAMESPACE)}") from error
     status = pod_status(client, CLIENT_NAMESPACE, name)
-    message = container_log(node, CLIENT_NAMESPACE, name, smoke_pod["spec"]["containers"][0]["name"])
+    log_status, message = client.request("GET", f"/api/v1/namespaces/{CLIENT_NAMESPACE}/pods/{name}/log")
+    assert log_status == 200, f"pods/log of {name}: {log_status} {message}"
+    message = str(message)
     SUMMARY.append(f"client pod ({CLIENT_NAMESPACE}): {' '.join(message.strip().splitlines()[-1:])}")
     assert status["phase"] == "Succeeded", f"client pod {status['phase']}: {message}"
     run_id = re.search(r"OK: run (\w+)", message)
