@@ -4,8 +4,8 @@
   runs it): tools/node/kube-router, a module with one `tool` line and the release's requirements
   (`go install` is refused: a dependency's pseudo-version is not served; that go.mod says which).
   Its Debian package ipset is in build.PACKAGES.
-* Flux's source-controller and kustomize-controller (FLUX_SOURCE_CONTROLLER_VERSION,
-  FLUX_KUSTOMIZE_CONTROLLER_VERSION, the pins the GitOps CRDs come from): tools/node/flux/<name>,
+* Flux's source-, kustomize- and helm-controller (FLUX_SOURCE_CONTROLLER_VERSION,
+  FLUX_KUSTOMIZE_CONTROLLER_VERSION, FLUX_HELM_CONTROLLER_VERSION): tools/node/flux/<name>,
   each a module with one `tool` line and the replaces of the release's go.mod (`go install` refuses
   a module with replaces; the go.mod files say what differs from the release).
 
@@ -66,6 +66,7 @@ ADDONS = (
         for name, pin in (
             ("source-controller", "FLUX_SOURCE_CONTROLLER_VERSION"),
             ("kustomize-controller", "FLUX_KUSTOMIZE_CONTROLLER_VERSION"),
+            ("helm-controller", "FLUX_HELM_CONTROLLER_VERSION"),
         )
     ),
 )  # fmt: skip

@@ -9,7 +9,7 @@
 * pause, the pod sandbox's process: tools/node/pause, a few lines of Go;
 * runc, the CNI plugins, iptables, conntrack and umoci from Debian, installed like PostgreSQL
   (mlflow_gitops.install_postgres);
-* the add-ons of mlflow_gitops.node.addons (kube-router, Flux's source- and kustomize-controller),
+* the add-ons of mlflow_gitops.node.addons (kube-router; Flux's source-, kustomize-, helm-controller),
   each from a module of tools/node/;
 * `cnpg`: the CloudNativePG operator's manager (CNPG_VERSION) into bin/cnpg and Debian's
   postgresql-15 for its operand image (mlflow_gitops.node.operator).
