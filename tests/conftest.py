@@ -11,7 +11,7 @@ from mlflow_gitops import chart
 from mlflow_gitops.render import how_to_provide
 from tests.support.manifests import Obj
 
-UPSTREAM_MISSING = f"needs {how_to_provide()}"
+UPSTREAM_MISSING = f"needs the upstream chart, and {how_to_provide()}"
 HOMELAB = chart.VALUES / "homelab.yaml"
 
 
