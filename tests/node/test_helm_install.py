@@ -1,140 +1,114 @@
-"""`helm install` of the chart with the homelab's values on the node, then `helm test`.
+"""`helm install` of the chart with the homelab's values on the node, `helm test`, and the rest of the
+release's life: a client in another namespace, `helm upgrade`, losing the server pod, losing the
+PostgreSQL pod, `helm uninstall`.
 
 The real CloudNativePG operator (mlflow_gitops.node.operator) reconciles the chart's Cluster on
 the `longhorn` class, the server runs from the locally built image under the render's reference
 with the artifacts on `nfs-slow` (mlflow_gitops.node.homelab, render_images). Only what a lab
 cannot have is overridden, each override listed with its reason in tests/node/lab-overrides.yaml;
-the Secrets External Secrets would write are created by the test with random values.
+the Secrets External Secrets would write are created by the test with random values. The release
+is installed once for the module (tests/node/release.py); the tests run in order, each a step of
+its life, and each step's duration goes to the node summary.
 
 Run by `make node-test` (marked `node`, outside `make test`).
 """
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import time
-from pathlib import Path
+import urllib.parse
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import yaml
 
 from mlflow_gitops import chart
-from mlflow_gitops.node import api, build, homelab, operator, render_images
+from mlflow_gitops.node import api, homelab, render_images
 from mlflow_gitops.node.node import Node
 from mlflow_gitops.podrunner.base import NAMESPACE
 from mlflow_gitops.podrunner.render import Render
+from tests.node import release
 from tests.node.conftest import SUMMARY
+from tests.node.release import RELEASE, helm, timed
 from tests.support.ci import unavailable
 
 pytestmark = pytest.mark.node
 
-RELEASE = "mlflow"
-OVERRIDES = Path(__file__).with_name("lab-overrides.yaml")
-CLUSTERS = f"/apis/postgresql.cnpg.io/v1/namespaces/{NAMESPACE}/clusters"
+DEPLOYMENT = f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/{RELEASE}"
+# The value `helm upgrade` changes: a pod annotation of the server, harmless and visible on the pod.
+UPGRADE_ANNOTATION = "node-test.mlflow.daviestechlabs.io/upgrade"
 
 
-def timed(step: str, action) -> Any:
-    started = time.monotonic()
-    result = action()
-    SUMMARY.append(f"helm: {step}: {time.monotonic() - started:.1f} s")
-    return result
-
-
-def helm(node: Node, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-    """bin/helm inside the node's network namespace, as the node's admin, its state in the run dir."""
-    home = node.run_dir / "helm"
-    env = {
-        **os.environ,
-        "HELM_CACHE_HOME": str(home / "cache"),
-        "HELM_CONFIG_HOME": str(home / "config"),
-        "HELM_DATA_HOME": str(home / "data"),
-        "KUBECONFIG": str(node.layout.kubeconfig("admin")),
-    }
-    cmd = [*node.netns.enter(), str(build.BIN / "helm"), *args]
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, check=False)
-
-
-def cluster_ready(client: api.Client, name: str) -> tuple[bool, str]:
-    status = client.get(f"{CLUSTERS}/{name}").get("status", {})
-    conditions = {c["type"]: c["status"] for c in status.get("conditions", [])}
-    return conditions.get("Ready") == "True", f"phase {status.get('phase')!r} {conditions}"
-
-
-def deployment_ready(client: api.Client, name: str) -> tuple[bool, str]:
-    body = client.get(f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/{name}")
-    status = body.get("status", {})
-    return status.get("readyReplicas", 0) >= body["spec"]["replicas"], f"status {status}"
-
-
-def pods(client: api.Client) -> list[str]:
-    """`name phase restarts=N` of each pod in the release's namespace."""
-    out = []
-    for pod in client.get(f"/api/v1/namespaces/{NAMESPACE}/pods")["items"]:
-        statuses = pod["status"].get("initContainerStatuses", []) + pod["status"].get("containerStatuses", [])
-        restarts = ", ".join(f"{s['name']}={s['restartCount']}" for s in statuses)
-        out.append(f"{pod['metadata']['name']} {pod['status'].get('phase')} restarts: {restarts}")
-    return out
-
-
-def events(client: api.Client) -> str:
-    items = client.get(f"/api/v1/namespaces/{NAMESPACE}/events")["items"]
-    return "\n".join(
-        f"{e['involvedObject']['name']}: {e['reason']}: {e.get('message', '')}" for e in items[-25:]
-    )
-
-
-def test_helm_install_of_the_homelab_values_becomes_ready_and_passes_helm_test(node: Node) -> None:
+@pytest.fixture(scope="module")
+def installed(node: Node) -> Iterator[Render]:
     if not (chart.CHART / "charts" / "mlflow").is_dir():
         unavailable("the upstream mlflow chart is not in charts/mlflow-stack/charts/ (run `make deps`)")
-    client, render = node.client, Render.load(homelab.RENDER)
-    images = timed("operator images", lambda: operator.import_images(node.layout.containerd_socket))
-    SUMMARY.extend(f"helm: image {ref}: {size}" for ref, size in images.items())
-    for step, seconds in operator.install(client, operator.postgres_image()).items():
-        SUMMARY.append(f"helm: {step}: {seconds:.1f} s")
-    homelab.create_storage(client, node.run_dir)
-    client.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
-    for line in homelab.create_secrets(client, NAMESPACE):
-        print(line)
-        SUMMARY.append(f"helm: {line}")
-    overrides = yaml.safe_load(OVERRIDES.read_text())
-    SUMMARY.append(f"helm: overrides ({OVERRIDES.name}): {sorted(overrides)}")
-
-    values = [f"--values={chart.VALUES / 'homelab.yaml'}", f"--values={OVERRIDES}"]
-    done = timed(
-        "helm install",
-        lambda: helm(node, "install", RELEASE, str(chart.CHART), f"--namespace={NAMESPACE}", *values),
-    )
-    assert done.returncode == 0, f"helm install exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
-
-    cluster = homelab.values()["postgres"].get("name", "mlflow-postgres")
     try:
-        timed(
-            "Cluster Ready",
-            lambda: api.wait_for(f"Cluster {cluster} Ready", lambda: cluster_ready(client, cluster), 900, 3),
-        )
-        timed(
-            "MLflow Deployment ready",
-            lambda: api.wait_for("MLflow ready", lambda: deployment_ready(client, RELEASE), 600, 3),
-        )
+        release.install(node)
+        yield Render.load(homelab.RENDER)
+    finally:
+        release.remove(node)
+
+
+@pytest.fixture(scope="module")
+def written() -> dict[str, Any]:
+    """What the client wrote in the first lifecycle step, for the later ones to read back."""
+    return {}
+
+
+def server_selector(client: api.Client) -> str:
+    labels = client.get(DEPLOYMENT)["spec"]["selector"]["matchLabels"]
+    return urllib.parse.quote(",".join(f"{k}={v}" for k, v in sorted(labels.items())))
+
+
+def server_pod(client: api.Client) -> dict[str, Any]:
+    (pod,) = release.ready_pods(client, server_selector(client))
+    return pod
+
+
+def restarts(pod: dict[str, Any]) -> dict[str, int]:
+    return {s["name"]: s["restartCount"] for s in pod["status"].get("containerStatuses", [])}
+
+
+def new_ready_pod(client: api.Client, selector: str, old_uid: str, what: str, timeout: float = 600) -> dict:
+    def replaced() -> tuple[bool, str]:
+        found = [p for p in release.ready_pods(client, selector) if p["metadata"]["uid"] != old_uid]
+        return len(found) == 1, f"{len(found)} new Ready pods; {release.pods(client)}"
+
+    try:
+        api.wait_for(what, replaced, timeout, 2)
     except TimeoutError as error:
-        raise AssertionError(f"{error}\n{chr(10).join(pods(client))}\n{events(client)}") from error
-    server = client.get(f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/{RELEASE}")["spec"]["template"][
-        "spec"
-    ]
+        raise AssertionError(f"{error}\n{release.events(client)}") from error
+    (pod,) = [p for p in release.ready_pods(client, selector) if p["metadata"]["uid"] != old_uid]
+    return pod
+
+
+def read_back(client: api.Client, render: Render, name: str, written: dict[str, Any]) -> None:
+    """A new client pod reads the run, its artifact and the model version; all as written."""
+    assert written, "the first lifecycle step wrote nothing to read back"
+    env = {"LIFECYCLE_MODE": "read", "RUN_ID": written["run_id"], "MODEL_VERSION": written["version"]}
+    found = timed(f"lifecycle: {name} read back", lambda: release.run_client(client, render, name, env))
+    expected = {k: written[k] for k in ("run_id", "value", "sha256", "model", "version", "source")}
+    assert {k: found[k] for k in expected} == expected, f"read back {found}, wrote {written}"
+    assert (found["model_run_id"], found["status"]) == (written["run_id"], "READY"), found
+
+
+def test_helm_install_of_the_homelab_values_becomes_ready_and_passes_helm_test(
+    node: Node, installed: Render
+) -> None:
+    client, render = node.client, installed
+    server = client.get(DEPLOYMENT)["spec"]["template"]["spec"]
     assert server["containers"][0]["image"].endswith(
         render_images.reference("mlflow").removeprefix("docker.io/")
     )
-
     # --logs: helm reads the test pod's output through the API server's pods/log.
     done = timed(
         "helm test",
         lambda: helm(node, "test", RELEASE, f"--namespace={NAMESPACE}", "--logs", timeout=600),
     )
     assert done.returncode == 0, (
-        f"helm test exited {done.returncode}:\n{done.stdout}\n{done.stderr}\n{events(client)}"
+        f"helm test exited {done.returncode}:\n{done.stdout}\n{done.stderr}\n{release.events(client)}"
     )
     suite = render.one("Pod")["metadata"]["name"]
     assert re.search(rf"TEST SUITE:\s+{suite}\n(.+\n)*?Phase:\s+Succeeded", done.stdout), done.stdout
@@ -153,24 +127,132 @@ def test_helm_install_of_the_homelab_values_becomes_ready_and_passes_helm_test(n
     }
     client.apply(job)
     try:
-        timed("gc Job complete", lambda: api.wait_for("gc Job", lambda: job_finished(client, job), 600, 2))
+        timed(
+            "gc Job complete",
+            lambda: api.wait_for("gc Job", lambda: release.job_finished(client, job), 600, 2),
+        )
     finally:
-        SUMMARY.extend(f"helm: pod {line}" for line in pods(client))
-    assert job_finished(client, job)[1].startswith("Complete"), (
-        f"{job_finished(client, job)}\n{events(client)}"
+        SUMMARY.extend(f"helm: pod {line}" for line in release.pods(client))
+    assert release.job_finished(client, job)[1].startswith("Complete"), (
+        f"{release.job_finished(client, job)}\n{release.events(client)}"
     )
     # The server and PostgreSQL ran through it all without a restart (init containers may retry).
     restarted = {
-        f"{pod['metadata']['name']}/{status['name']}": status["restartCount"]
-        for pod in client.get(f"/api/v1/namespaces/{NAMESPACE}/pods")["items"]
-        for status in pod["status"].get("containerStatuses", [])
-        if status["restartCount"]
+        f"{pod['metadata']['name']}/{name}": count
+        for pod in client.get(release.PODS)["items"]
+        for name, count in restarts(pod).items()
+        if count
     }
     assert not restarted, restarted
 
 
-def job_finished(client: api.Client, job: dict[str, Any]) -> tuple[bool, str]:
-    path = f"/apis/batch/v1/namespaces/{NAMESPACE}/jobs/{job['metadata']['name']}"
-    conditions = {c["type"]: c["status"] for c in client.get(path).get("status", {}).get("conditions", [])}
-    done = [kind for kind in ("Complete", "Failed") if conditions.get(kind) == "True"]
-    return bool(done), f"{done[0] if done else 'running'} {conditions}"
+def test_a_client_in_a_namespace_the_policy_admits_logs_a_run_and_registers_a_model_through_the_service_name(
+    node: Node, installed: Render, written: dict[str, Any]
+) -> None:
+    client = node.client
+    labels = release.client_namespace(client)
+    SUMMARY.append(
+        f"helm: lifecycle: client namespace {release.CLIENT_NAMESPACE} labelled {labels}, "
+        f"tracking URI {release.tracking_uri(installed)}"
+    )
+    env = {"LIFECYCLE_MODE": "write"}
+    result = timed(
+        "lifecycle: client logs a run and registers a model",
+        lambda: release.run_client(client, installed, "lifecycle-write", env),
+    )
+    assert result["source"].startswith("mlflow-artifacts:/"), f"artifacts are not proxied: {result}"
+    written.update(result)
+    SUMMARY.append(f"helm: lifecycle: run {result['run_id']}, {result['model']} version {result['version']}")
+    read_back(client, installed, "lifecycle-read-installed", written)
+
+
+def test_helm_upgrade_with_a_changed_pod_annotation_recreates_the_server_and_keeps_runs_and_models(
+    node: Node, installed: Render, written: dict[str, Any]
+) -> None:
+    client = node.client
+    assert client.get(DEPLOYMENT)["spec"]["strategy"]["type"] == "Recreate"
+    old = server_pod(client)
+    upgrade = node.run_dir / "upgrade-values.yaml"
+    upgrade.write_text(yaml.safe_dump({"mlflow": {"podAnnotations": {UPGRADE_ANNOTATION: "2"}}}))
+    args = ["upgrade", RELEASE, str(chart.CHART), f"--namespace={NAMESPACE}", *release.VALUES]
+    done = timed("lifecycle: helm upgrade", lambda: helm(node, *args, f"--values={upgrade}"))
+    assert done.returncode == 0, f"helm upgrade exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
+    assert re.search(r"REVISION: 2\b", done.stdout), done.stdout
+    pod = timed(
+        "lifecycle: upgraded server pod Ready",
+        lambda: new_ready_pod(
+            client, server_selector(client), old["metadata"]["uid"], "upgraded server Ready"
+        ),
+    )
+    assert pod["metadata"].get("annotations", {}).get(UPGRADE_ANNOTATION) == "2", pod["metadata"]
+    SUMMARY.append(f"helm: lifecycle: upgrade changed mlflow.podAnnotations.{UPGRADE_ANNOTATION}")
+    read_back(client, installed, "lifecycle-read-upgraded", written)
+
+
+def test_a_deleted_server_pod_comes_back_with_the_runs_and_models_intact(
+    node: Node, installed: Render, written: dict[str, Any]
+) -> None:
+    client = node.client
+    old = server_pod(client)
+    client.delete(f"{release.PODS}/{old['metadata']['name']}")
+    timed(
+        "lifecycle: deleted server pod replaced and Ready",
+        lambda: new_ready_pod(client, server_selector(client), old["metadata"]["uid"], "new server Ready"),
+    )
+    read_back(client, installed, "lifecycle-read-server-replaced", written)
+
+
+def test_a_deleted_postgresql_pod_is_recreated_by_the_operator_and_the_server_recovers_without_a_restart(
+    node: Node, installed: Render, written: dict[str, Any]
+) -> None:
+    client, cluster = node.client, release.cluster_name()
+    server = server_pod(client)
+    selector = urllib.parse.quote(f"cnpg.io/cluster={cluster},!cnpg.io/jobRole")
+    (instance,) = release.ready_pods(client, selector)
+    # A plain delete: the instance manager shuts PostgreSQL down smartly, waiting for the server's
+    # pooled connections up to CloudNativePG's smartShutdownTimeout (180 s by default) before a
+    # fast shutdown; the operator then recreates the pod on the same claim.
+    client.delete(f"{release.PODS}/{instance['metadata']['name']}")
+    new = timed(
+        "lifecycle: PostgreSQL pod recreated and Ready",
+        lambda: new_ready_pod(client, selector, instance["metadata"]["uid"], "new PostgreSQL instance Ready"),
+    )
+    timed(
+        "lifecycle: Cluster Ready again",
+        lambda: api.wait_for(
+            f"Cluster {cluster} Ready", lambda: release.cluster_ready(client, cluster), 600, 2
+        ),
+    )
+    SUMMARY.append(
+        f"helm: lifecycle: instance {instance['metadata']['name']} recreated as {new['metadata']['name']}"
+    )
+    read_back(client, installed, "lifecycle-read-postgres-replaced", written)
+    after = server_pod(client)
+    assert after["metadata"]["uid"] == server["metadata"]["uid"], "the server pod was replaced"
+    assert restarts(after) == restarts(server), (
+        f"the server restarted: {restarts(server)} -> {restarts(after)}"
+    )
+
+
+def test_helm_uninstall_keeps_the_cluster_and_the_artifact_claim_and_removes_the_server(
+    node: Node, installed: Render
+) -> None:
+    client, cluster = node.client, release.cluster_name()
+    done = timed(
+        "lifecycle: helm uninstall",
+        lambda: helm(node, "uninstall", RELEASE, f"--namespace={NAMESPACE}", "--wait", timeout=600),
+    )
+    assert done.returncode == 0, f"helm uninstall exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
+    claim = installed.one("PersistentVolumeClaim")["metadata"]["name"]
+    kept = {
+        f"Cluster/{cluster}": f"{release.CLUSTERS}/{cluster}",
+        f"PersistentVolumeClaim/{claim}": f"/api/v1/namespaces/{NAMESPACE}/persistentvolumeclaims/{claim}",
+    }
+    for name, path in kept.items():
+        status, body = client.request("GET", path)
+        assert status == 200 and not body["metadata"].get("deletionTimestamp"), f"{name}: {status} {body}"
+    status, _ = client.request("GET", DEPLOYMENT)
+    assert status == 404, f"Deployment {RELEASE} after helm uninstall: {status}"
+    status, _ = client.request("GET", f"/api/v1/namespaces/{NAMESPACE}/services/{RELEASE}")
+    assert status == 404, f"Service {RELEASE} after helm uninstall: {status}"
+    SUMMARY.append(f"helm: lifecycle: uninstall kept {sorted(kept)}")
