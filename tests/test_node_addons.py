@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from mlflow_gitops.node import addons, build
+from mlflow_gitops.node import addons, build, gobuild
 from mlflow_gitops.versions import ROOT
 
 
@@ -33,7 +33,7 @@ def test_addon_pin_has_a_renovate_comment_naming_its_module(tool: addons.ToolMod
 
 def test_addons_are_built_by_node_build_and_required_to_start(monkeypatch: pytest.MonkeyPatch) -> None:
     assert set(addons.NAMES) <= set(build.names())
-    monkeypatch.setattr(build, "module_version", lambda path, module: None)
+    monkeypatch.setattr(gobuild, "module_version", lambda path, module: None)
     for tool in addons.ADDONS:
         assert f"bin/{tool.name} {tool.version}" in build.missing()
 

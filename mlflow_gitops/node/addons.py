@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlflow_gitops.node import build  # build calls into this module; only used inside functions
+from mlflow_gitops.node import gobuild
 from mlflow_gitops.versions import PINS, ROOT
 
 TOOLS = ROOT / "tools" / "node"
@@ -43,7 +43,7 @@ class ToolModule:
 
     @property
     def path(self) -> Path:
-        return build.BIN / self.name
+        return gobuild.BIN / self.name
 
     def required(self) -> str | None:
         """The version of `module` the directory's go.mod requires."""
@@ -87,12 +87,12 @@ def check_module(tool: ToolModule) -> None:
 
 
 def build_tool(tool: ToolModule) -> str:
-    if build.module_version(tool.path, tool.module) == tool.version:
+    if gobuild.module_version(tool.path, tool.module) == tool.version:
         return f"{tool.name} {tool.version}: ./bin (up to date)"
     check_module(tool)
     cmd = ["go", "build", "-trimpath", "-ldflags", tool.ldflags(), "-o", str(tool.path), tool.package]
-    message = build.timed(f"{tool.name} {tool.version}", lambda: build.run(cmd, cwd=tool.directory))
-    if (found := build.module_version(tool.path, tool.module)) != tool.version:
+    message = gobuild.timed(f"{tool.name} {tool.version}", lambda: gobuild.run(cmd, cwd=tool.directory))
+    if (found := gobuild.module_version(tool.path, tool.module)) != tool.version:
         raise SystemExit(f"{tool.name}: built bin/{tool.name} from {tool.module} {found}, not {tool.version}")
     return message
 
@@ -101,7 +101,7 @@ def missing() -> list[str]:
     return [
         f"bin/{tool.name} {tool.version}"
         for tool in ADDONS
-        if build.module_version(tool.path, tool.module) != tool.version
+        if gobuild.module_version(tool.path, tool.module) != tool.version
     ]
 
 

@@ -32,10 +32,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlflow_gitops import apiserver_build, install_postgres
-from mlflow_gitops.node import addons
+from mlflow_gitops.node import addons, gobuild
+from mlflow_gitops.node.gobuild import BIN, run, timed
 from mlflow_gitops.versions import PINS, ROOT
 
-BIN = ROOT / "bin"
 KUBE_MODULE = ROOT / "tools" / "node" / "kubernetes"
 PAUSE_MODULE = ROOT / "tools" / "node" / "pause"
 
@@ -97,19 +97,6 @@ def kube_version() -> str:
     return PINS[KUBE_VERSION_PIN]
 
 
-def run(cmd: list[str], cwd: Path | None = None) -> str:
-    return apiserver_build.run(cmd, cwd=cwd, capture=True)
-
-
-def module_version(path: Path, module: str) -> str | None:
-    """The version of `module` that `go version -m` finds linked into the binary at `path`."""
-    if not path.exists():
-        return None
-    out = subprocess.run(["go", "version", "-m", str(path)], capture_output=True, text=True, check=False)
-    match = re.search(rf"^\s+mod\s+{re.escape(module)}\s+(\S+)", out.stdout, re.MULTILINE)
-    return match.group(1) if match else None
-
-
 def kube_reported(name: str) -> str | None:
     try:
         out = subprocess.run(
@@ -133,12 +120,6 @@ def check_kube_module() -> None:
         )
 
 
-def timed(label: str, action) -> str:
-    started = time.monotonic()
-    action()
-    return f"{label}: built in {time.monotonic() - started:.0f} s"
-
-
 def build_kube(name: str) -> str:
     version = kube_version()
     if kube_reported(name) == version:
@@ -155,12 +136,12 @@ def build_kube(name: str) -> str:
 
 
 def build_go_install(binary: GoInstall) -> str:
-    if module_version(binary.path, binary.module) == binary.version:
+    if gobuild.module_version(binary.path, binary.module) == binary.version:
         return f"{binary.name} {binary.version}: ./bin (up to date)"
     cmd = ["go", "install", "-trimpath", "-ldflags", binary.ldflags(), f"{binary.package}@{binary.version}"]
     env_cmd = ["env", f"GOBIN={BIN}", *cmd]
     message = timed(f"{binary.name} {binary.version}", lambda: run(env_cmd, cwd=BIN))
-    if (found := module_version(binary.path, binary.module)) != binary.version:
+    if (found := gobuild.module_version(binary.path, binary.module)) != binary.version:
         raise SystemExit(
             f"{binary.name}: built bin/{binary.name} from {binary.module} {found}, not {binary.version}"
         )
@@ -184,7 +165,11 @@ def names() -> list[str]:
 def missing() -> list[str]:
     """What `make node-build` would still build or install (empty: the node can start)."""
     out = [f"bin/{n} {kube_version()}" for n in KUBE_COMPONENTS if kube_reported(n) != kube_version()]
-    out += [f"bin/{b.name} {b.version}" for b in GO_INSTALLS if module_version(b.path, b.module) != b.version]
+    out += [
+        f"bin/{b.name} {b.version}"
+        for b in GO_INSTALLS
+        if gobuild.module_version(b.path, b.module) != b.version
+    ]
     out += addons.missing()
     out += [] if (BIN / "pause").exists() else ["bin/pause"]
     out += [f"Debian {p}" for p in install_postgres.missing(PACKAGES)]

@@ -27,7 +27,7 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from mlflow_gitops.node.build import BIN
+from mlflow_gitops.node.gobuild import BIN
 from mlflow_gitops.node.images import run
 from mlflow_gitops.versions import ROOT
 

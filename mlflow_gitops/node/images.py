@@ -20,7 +20,7 @@ import subprocess
 from pathlib import Path
 
 from mlflow_gitops.node import render_images
-from mlflow_gitops.node.build import BIN
+from mlflow_gitops.node.gobuild import BIN
 
 TAG = "latest"
 

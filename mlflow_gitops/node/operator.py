@@ -34,7 +34,7 @@ import yaml
 
 from mlflow_gitops import go_modules, install_postgres
 from mlflow_gitops.node import api, cnpg_images
-from mlflow_gitops.node.build import BIN, run, timed
+from mlflow_gitops.node.gobuild import BIN, run, timed
 from mlflow_gitops.versions import PINS
 
 MODULE = "github.com/cloudnative-pg/cloudnative-pg"
