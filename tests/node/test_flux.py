@@ -1,0 +1,290 @@
+"""Flux on the node delivers the homelab: its source-, kustomize- and helm-controller (./bin, from
+their Go modules; mlflow_gitops.node.flux) reconcile the root kustomization.yaml's objects from a
+Git server in the node's namespace serving this repository's commit, to a Ready HelmRelease and a
+Ready MLflow.
+
+The committed deploy/ objects are used as they are: the entry point (the root kustomization.yaml,
+built by the Flux Kustomization of deploy/flux/ks.yaml) and its GitRepository, HelmRelease and
+values ConfigMap. What a lab cannot have is changed by the Kustomization's own `spec.patches`
+(LAB_PATCHES, each with its reason), and applied the same way to the GitRepository the test
+applies once first (deploy/README.md: the entry point is applied once before ks.yaml). The rest
+of the cluster (CloudNativePG, storage classes, the Secrets External Secrets would write) is
+prepared as tests/node/test_helm_install.py does it.
+
+Run by `make node-test` (marked `node`, outside `make test`).
+"""
+
+from __future__ import annotations
+
+import copy
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from mlflow_gitops import chart
+from mlflow_gitops.node import api, flux, gobuild, homelab, operator, render_images
+from mlflow_gitops.node.node import Node
+from mlflow_gitops.podrunner.base import NAMESPACE
+from mlflow_gitops.versions import ROOT
+from tests.node.conftest import SUMMARY
+from tests.support.ci import unavailable
+
+pytestmark = pytest.mark.node
+
+OVERRIDES = Path(__file__).with_name("lab-overrides.yaml")
+REPOSITORY = yaml.safe_load((ROOT / "deploy" / "repository" / "repository.yaml").read_text())["data"]
+KS = yaml.safe_load((ROOT / "deploy" / "flux" / "ks.yaml").read_text())
+SOURCE, CHART_SOURCE, LAB_VALUES = "mlflow-gitops", "mlflow-chart", "mlflow-lab-overrides"
+GITREPOS = f"/apis/source.toolkit.fluxcd.io/v1/namespaces/{NAMESPACE}/gitrepositories"
+HELMRELEASES = f"/apis/helm.toolkit.fluxcd.io/v2/namespaces/{NAMESPACE}/helmreleases"
+KUSTOMIZATION = f"/apis/kustomize.toolkit.fluxcd.io/v1/namespaces/{KS['metadata']['namespace']}/kustomizations/{KS['metadata']['name']}"  # fmt: skip
+
+
+def lab_patches(git_url: str) -> list[dict[str, Any]]:
+    """The lab's differences from the committed objects, as Flux Kustomization patches (JSON 6902)."""
+    return [
+        # No network: the repository is served from the node (the commit checked out here, on the
+        # committed branch); deploy/repository/repository.yaml names GitHub.
+        {"target": {"kind": "GitRepository", "name": SOURCE}, "patch": [
+            {"op": "replace", "path": "/spec/url", "value": git_url},
+            # No chart repository: source-controller would download the upstream chart Chart.lock
+            # pins; the same chart, from a second served repository, is put where the dependency
+            # goes, so the dependency manager finds it present.
+            {"op": "add", "path": "/spec/include", "value": [
+                {"repository": {"name": CHART_SOURCE}, "toPath": "charts/mlflow-stack/charts/mlflow"},
+            ]},
+        ]},
+        # What tests/node/lab-overrides.yaml overrides for `helm install`, as a second values source.
+        {"target": {"kind": "HelmRelease", "name": "mlflow"}, "patch": [
+            {"op": "add", "path": "/spec/valuesFrom/-",
+             "value": {"kind": "ConfigMap", "name": LAB_VALUES, "valuesKey": "values.yaml"}},
+        ]},
+    ]  # fmt: skip
+
+
+def patched(obj: dict[str, Any], patches: list[dict[str, Any]]) -> dict[str, Any]:
+    """`obj` with the JSON 6902 operations (add, replace) of the patches whose target it matches."""
+    obj = copy.deepcopy(obj)
+    for entry in patches:
+        if any(obj.get(k, obj["metadata"].get(k)) != v for k, v in entry["target"].items()):
+            continue
+        for op in entry["patch"]:
+            *parents, last = op["path"].strip("/").split("/")
+            node = obj
+            for key in parents:
+                node = node[key]
+            if op["op"] not in ("add", "replace"):
+                raise ValueError(f"patch op {op['op']!r}: allowed add, replace")
+            if last == "-":
+                node.append(copy.deepcopy(op["value"]))
+            else:
+                node[last] = copy.deepcopy(op["value"])
+    return obj
+
+
+def timed(step: str, action) -> Any:
+    started = time.monotonic()
+    result = action()
+    SUMMARY.append(f"flux: {step}: {time.monotonic() - started:.1f} s")
+    return result
+
+
+def conditions(obj: dict[str, Any]) -> dict[str, str]:
+    return {c["type"]: f"{c['status']} {c.get('reason', '')}: {c.get('message', '')[:300]}" for c in obj.get("status", {}).get("conditions", [])}  # fmt: skip
+
+
+def ready(
+    client: api.Client, path: str, revision: str | None = None, flux_object: bool = True
+) -> tuple[bool, str]:
+    """Ready=True; for Flux's objects also for their latest generation (and at `revision`)."""
+    status, body = client.request("GET", path)
+    if status != 200:
+        return False, f"GET {status}"
+    found = conditions(body)
+    latest = not flux_object or body["status"].get("observedGeneration") == body["metadata"]["generation"]
+    done = found.get("Ready", "").startswith("True") and latest
+    if revision is not None:
+        done = done and revision in (
+            body["status"].get("artifact", {}).get("revision"),
+            body["status"].get("lastAppliedRevision"),
+        )
+    return done, f"conditions {found}"
+
+
+@dataclass
+class Delivery:
+    node: Node
+    controllers: flux.Controllers
+    git_server: flux.GitServer
+    commit: str
+    revision: str  # what Flux reports for the commit: <branch>@sha1:<hash>
+    patches: list[dict[str, Any]]
+
+    def wait(
+        self, step: str, path: str, timeout: float, revision: str | None = None, probe=None
+    ) -> dict[str, Any]:
+        client = self.node.client
+        probe = probe or (lambda: ready(client, path, revision))
+        try:
+            timed(step, lambda: api.wait_for(step, probe, timeout, 2))
+        except TimeoutError as error:
+            dead = {k: v for k, v in self.controllers.alive().items() if v is not None}
+            logs = "\n".join(self.controllers.tail(name, 15) for name in flux.CONTROLLERS)
+            raise AssertionError(f"{error}\nexited: {dead}\n{logs}\ngit: {self.git_server.requests[-5:]}") from error  # fmt: skip
+        return client.get(path)
+
+
+def kustomize_build(directory: Path) -> list[dict[str, Any]]:
+    done = subprocess.run(
+        [str(gobuild.BIN / "kustomize"), "build", str(directory)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, f"kustomize build exited {done.returncode}: {done.stderr}"
+    return [obj for obj in yaml.safe_load_all(done.stdout) if obj]
+
+
+def prepare_cluster(node: Node) -> None:
+    """CloudNativePG, the storage classes and the Secrets, as tests/node/test_helm_install.py does."""
+    client = node.client
+    timed("operator images", lambda: operator.import_images(node.layout.containerd_socket))
+    for step, seconds in operator.install(client, operator.postgres_image()).items():
+        SUMMARY.append(f"flux: {step}: {seconds:.1f} s")
+    homelab.create_storage(client, node.run_dir)
+
+
+def remove(node: Node, controllers: flux.Controllers) -> None:
+    """Delete the Kustomization (it prunes the HelmRelease: helm-controller uninstalls), then the
+    namespace, and the volumes its claims left Released (with their data), so a later install on
+    the same node starts from empty volumes."""
+    client = node.client
+    client.delete(KUSTOMIZATION)
+
+    def gone(path: str):
+        return lambda: (client.request("GET", path)[0] == 404, f"{path} still there")
+
+    api.wait_for("Kustomization deleted", gone(KUSTOMIZATION), 900, 2)
+    client.delete(f"{GITREPOS}/{CHART_SOURCE}")
+    api.wait_for("GitRepository deleted", gone(f"{GITREPOS}/{CHART_SOURCE}"), 300, 2)
+    controllers.stop()
+    for kind in ("gitrepositories", "helmcharts", "helmreleases"):  # left by a failed step: unblock
+        group = "helm.toolkit.fluxcd.io/v2" if kind == "helmreleases" else "source.toolkit.fluxcd.io/v1"
+        for obj in client.get(f"/apis/{group}/namespaces/{NAMESPACE}/{kind}")["items"]:
+            path = f"/apis/{group}/namespaces/{NAMESPACE}/{kind}/{obj['metadata']['name']}"
+            client.request("PATCH", path, {"metadata": {"finalizers": None}}, content_type="application/merge-patch+json")  # fmt: skip
+    client.delete(f"/api/v1/namespaces/{NAMESPACE}")
+    api.wait_for(f"namespace {NAMESPACE} deleted", gone(f"/api/v1/namespaces/{NAMESPACE}"), 600, 2)
+    for pv in client.get("/api/v1/persistentvolumes")["items"]:
+        if pv["spec"].get("claimRef", {}).get("namespace") == NAMESPACE:
+            client.delete(f"/api/v1/persistentvolumes/{pv['metadata']['name']}")
+            path = pv["spec"].get("local", pv["spec"].get("hostPath", {})).get("path")
+            if path:
+                shutil.rmtree(path, ignore_errors=True)
+    homelab.create_storage(client, node.run_dir)  # the deleted volumes again, empty
+
+
+@pytest.fixture(scope="module")
+def delivery(node: Node) -> Iterator[Delivery]:
+    upstream = chart.CHART / "charts" / "mlflow"
+    if not upstream.is_dir():
+        unavailable("the upstream mlflow chart is not in charts/mlflow-stack/charts/ (run `make deps`)")
+    repos = node.run_dir / "git"
+    branch = REPOSITORY["branch"]
+    commit = timed("bare clone of the commit", lambda: flux.bare_clone(ROOT, repos / f"{SOURCE}.git", branch))
+    flux.bare_repository_of(upstream, repos / f"{CHART_SOURCE}.git", "main")
+    prepare_cluster(node)
+    names = timed("Flux CRDs Established", lambda: flux.install_crds(node.client))
+    SUMMARY.append(f"flux: CRDs: {', '.join(names)}")
+    with flux.GitServer(node, repos) as git_server:
+        controllers = flux.Controllers(node)
+        try:
+            timed("controllers ready", controllers.start)
+            patches = lab_patches(git_server.url(f"{SOURCE}.git"))
+            yield Delivery(node, controllers, git_server, commit, f"{branch}@sha1:{commit}", patches)
+        finally:
+            try:
+                timed("removed", lambda: remove(node, controllers))
+            finally:
+                controllers.stop()
+
+
+def test_flux_controllers_built_from_their_go_modules_run_on_the_node(delivery: Delivery) -> None:
+    assert delivery.controllers.alive() == dict.fromkeys(flux.CONTROLLERS), delivery.controllers.alive()
+    for name in flux.CONTROLLERS:
+        tool = flux.addons.by_name(name)
+        assert gobuild.module_version(tool.path, tool.module) == tool.version, name
+        SUMMARY.append(f"flux: {name} {tool.version} ready")
+
+
+def test_the_git_repository_of_the_entry_point_is_ready_at_the_served_commit(delivery: Delivery) -> None:
+    client, server = delivery.node.client, delivery.git_server
+    checkout = delivery.node.run_dir / "git" / "checkout"
+    flux.git("clone", "--quiet", str(server.root / f"{SOURCE}.git"), str(checkout))
+    objects = kustomize_build(checkout)  # the entry point at the commit, as Flux builds it
+    (namespace,) = [obj for obj in objects if obj["kind"] == "Namespace"]
+    (source,) = [obj for obj in objects if obj["kind"] == "GitRepository"]
+    client.apply(namespace)
+    for line in homelab.create_secrets(client, NAMESPACE):
+        SUMMARY.append(f"flux: {line}")
+    client.apply({
+        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": LAB_VALUES, "namespace": NAMESPACE},
+        "data": {"values.yaml": OVERRIDES.read_text()},
+    })  # fmt: skip
+    client.apply({
+        "apiVersion": source["apiVersion"], "kind": "GitRepository",
+        "metadata": {"name": CHART_SOURCE, "namespace": NAMESPACE},
+        "spec": {"interval": "1h", "url": server.url(f"{CHART_SOURCE}.git"), "ref": {"branch": "main"}},
+    })  # fmt: skip
+    delivery.wait("upstream chart GitRepository Ready", f"{GITREPOS}/{CHART_SOURCE}", 300)
+    client.apply(patched(source, delivery.patches))
+    found = delivery.wait("GitRepository Ready", f"{GITREPOS}/{SOURCE}", 300, delivery.revision)
+    assert found["status"]["artifact"]["revision"] == delivery.revision, found["status"]
+    assert [i["repository"]["name"] for i in found["spec"]["include"]] == [CHART_SOURCE]
+    SUMMARY.append(f"flux: GitRepository {SOURCE}: {delivery.revision}; git requests {len(server.requests)}")
+
+
+def test_the_kustomization_of_the_root_entry_point_delivers_a_ready_helmrelease_and_mlflow(
+    delivery: Delivery,
+) -> None:
+    client = delivery.node.client
+    ks = copy.deepcopy(KS)
+    ks["spec"]["patches"] = [
+        {"target": p["target"], "patch": yaml.safe_dump(p["patch"])} for p in delivery.patches
+    ]
+    client.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ks["metadata"]["namespace"]}})
+    client.apply(ks)
+    release = delivery.wait("HelmRelease Ready", f"{HELMRELEASES}/mlflow", 1500)
+    assert [v["name"] for v in release["spec"]["valuesFrom"]][-1] == LAB_VALUES, release["spec"]["valuesFrom"]
+    assert release["spec"]["valuesFrom"][0]["name"].startswith("mlflow-values-"), release["spec"][
+        "valuesFrom"
+    ]
+    history = release["status"].get("history", [{}])[0]
+    SUMMARY.append(f"flux: HelmRelease mlflow: chart {history.get('chartName')} {history.get('chartVersion')}, {history.get('status')}")  # fmt: skip
+    found = delivery.wait("Kustomization Ready", KUSTOMIZATION, 900, delivery.revision)
+    assert found["status"]["lastAppliedRevision"] == delivery.revision, found["status"]
+    inventory = sorted(e["id"] for e in found["status"].get("inventory", {}).get("entries", []))
+    SUMMARY.append(f"flux: Kustomization applied {inventory}")
+    assert any(i.endswith("_HelmRelease") for i in inventory) and any(
+        "_mlflow-values-" in i for i in inventory
+    )
+
+    server = f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/mlflow"
+
+    def deployment_ready() -> tuple[bool, str]:
+        body = client.get(server)
+        return body.get("status", {}).get("readyReplicas", 0) >= body["spec"][
+            "replicas"
+        ], f"{body.get('status')}"
+
+    deployment = delivery.wait("MLflow Deployment ready", server, 600, probe=deployment_ready)
+    assert deployment["metadata"]["labels"].get("helm.toolkit.fluxcd.io/name") == "mlflow"
+    image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image.endswith(render_images.reference("mlflow").removeprefix("docker.io/")), image
+    cluster = homelab.values()["postgres"].get("name", "mlflow-postgres")
+    path = f"/apis/postgresql.cnpg.io/v1/namespaces/{NAMESPACE}/clusters/{cluster}"
+    delivery.wait("Cluster Ready", path, 600, probe=lambda: ready(client, path, flux_object=False))
