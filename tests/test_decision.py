@@ -106,6 +106,14 @@ def test_database_has_no_pdb_for_a_single_instance(homelab: list[Obj]) -> None:
     assert one(homelab, "Cluster")["spec"]["enablePDB"] is False
 
 
+def test_database_smart_shutdown_is_short_and_below_the_stop_delay(homelab: list[Obj]) -> None:
+    """The server's pooled sessions never end, so a smart shutdown only refuses new connections
+    until its timeout; the operator skips it unless it is below stopDelay (default 1800)."""
+    spec = one(homelab, "Cluster")["spec"]
+    assert spec["smartShutdownTimeout"] == 15
+    assert spec["smartShutdownTimeout"] < spec.get("stopDelay", 1800)
+
+
 def test_database_runs_on_amd64_nodes(homelab: list[Obj]) -> None:
     affinity = one(homelab, "Cluster")["spec"]["affinity"]
     assert affinity["nodeSelector"] == {"kubernetes.io/arch": "amd64"}
