@@ -20,8 +20,9 @@ def policies(homelab: list[Obj]) -> list[Obj]:
     return found
 
 
-@pytest.fixture(scope="module")
-def pods(homelab: list[Obj]) -> dict[str, Pod]:
+def endpoints(homelab: list[Obj]) -> dict[str, Pod]:
+    """The ends the pairs below name, labelled as the render (or the homelab) labels them; shared
+    with the live check on the node (tests/node/test_chart_network_policy.py)."""
     mlflow_labels = one(homelab, "Deployment", "mlflow")["spec"]["template"]["metadata"]["labels"]
     cluster = one(homelab, "Cluster")["metadata"]["name"]
     return {
@@ -38,6 +39,11 @@ def pods(homelab: list[Obj]) -> dict[str, Pod]:
         "stranger": Pod("default", {"app": "curl"}),
         "internet": Pod("world", {}, ip="93.184.216.34", external=True),
     }
+
+
+@pytest.fixture(scope="module")
+def pods(homelab: list[Obj]) -> dict[str, Pod]:
+    return endpoints(homelab)
 
 
 ALLOWED = [
