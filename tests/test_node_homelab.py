@@ -23,8 +23,8 @@ def test_the_mlflow_image_is_the_render_reference_at_the_chart_app_version() -> 
 @pytest.mark.parametrize(
     ("ref", "normalised"),
     [
-        ("busybox:1.38.0", "docker.io/library/busybox:1.38.0"),
-        ("burakince/mlflow:3.15.1", "docker.io/burakince/mlflow:3.15.1"),
+        ("busybox:1.2.3", "docker.io/library/busybox:1.2.3"),
+        ("burakince/mlflow:1.2.3", "docker.io/burakince/mlflow:1.2.3"),
         ("ghcr.io/cloudnative-pg/postgresql:17", "ghcr.io/cloudnative-pg/postgresql:17"),
         ("localhost/pause:latest", "localhost/pause:latest"),
     ],

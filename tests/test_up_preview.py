@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from mlflow_gitops.podrunner import preview
+from tests.support.versions import app_version
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,7 +41,7 @@ def test_make_up_default_address_is_allowed_by_the_homelab_render_as_is() -> Non
     assert access.url == "http://localhost:5000"
     assert access.as_rendered and access.env_overrides == {}, access.added
     assert preview.preview_notice(access, env, "rendered/homelab.yaml", 5000) is None
-    message = preview.ready_message(access, "3.15.1", "rendered/homelab.yaml", 5000)
+    message = preview.ready_message(access, app_version(), "rendered/homelab.yaml", 5000)
     assert "Open http://localhost:5000 in a browser: the UI reads and writes" in message
     assert "kubectl port-forward svc/mlflow 5000:80" in message
 
@@ -59,7 +60,7 @@ def test_another_up_port_gets_preview_only_entries_and_says_so() -> None:
     assert notice is not None
     assert "UP_PORT=5001" in notice and "only at localhost:5000, 127.0.0.1:5000" in notice
     assert "For this preview only" in notice and "rendered/homelab.yaml is unchanged" in notice
-    assert "with the preview-only entries above" in preview.ready_message(access, "3.15.1", "r", 5001)
+    assert "with the preview-only entries above" in preview.ready_message(access, app_version(), "r", 5001)
 
 
 def test_render_without_localhost_entries_gets_them_for_its_preview() -> None:

@@ -32,6 +32,6 @@ def previous_version() -> str:
 
 
 def parse(version: str) -> tuple[int, ...]:
-    """A release version as numbers (3.15.1 -> (3, 15, 1)); anything else is refused."""
+    """A release version as numbers (1.2.3 -> (1, 2, 3)); anything else is refused."""
     assert re.fullmatch(r"\d+\.\d+\.\d+", version), f"{version!r} is not a MAJOR.MINOR.PATCH release"
     return tuple(int(part) for part in version.split("."))
