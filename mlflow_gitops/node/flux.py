@@ -21,7 +21,6 @@ from __future__ import annotations
 import http.client
 import http.server
 import os
-import signal
 import subprocess
 import threading
 from pathlib import Path
@@ -30,8 +29,7 @@ from typing import TYPE_CHECKING, Any, Self
 import yaml
 
 from mlflow_gitops import go_modules
-from mlflow_gitops.child_process import die_with_parent
-from mlflow_gitops.node import addons, api, host
+from mlflow_gitops.node import addons, api, host, processes
 from mlflow_gitops.node.operator import wait_established
 
 if TYPE_CHECKING:
@@ -211,7 +209,7 @@ def bare_repository_of(directory: Path, bare: Path, branch: str) -> str:
     return bare_clone(work, bare, branch)
 
 
-class Controllers:
+class Controllers(processes.Started):
     """The three Flux controllers, each a process in the node's namespace; stop() ends them."""
 
     def __init__(self, node: Node, timeout: float = 300) -> None:
@@ -231,17 +229,6 @@ class Controllers:
             cmd += [f"--storage-path={self.state / 'artifacts'}", f"--storage-addr={address}", f"--storage-adv-addr={address}"]  # fmt: skip
         return cmd
 
-    def __enter__(self) -> Self:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     def start(self) -> None:
         (self.state / "artifacts").mkdir(parents=True, exist_ok=True)  # source-controller wants it made
         for name in CONTROLLERS:
@@ -252,12 +239,7 @@ class Controllers:
                 "KUBECONFIG": str(self.node.layout.kubeconfig("admin")), "RUNTIME_NAMESPACE": NAMESPACE,
             }  # fmt: skip
             log = self.node.layout.log(name)
-            log.parent.mkdir(parents=True, exist_ok=True)
-            with log.open("wb") as out:
-                self.processes[name] = subprocess.Popen(
-                    [*self.node.netns.enter(), *self.command(name)], stdout=out, stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL, env=env, start_new_session=True, preexec_fn=die_with_parent,  # noqa: PLW1509
-                )  # fmt: skip
+            self.processes[name] = processes.spawn(self.node.netns.enter(), self.command(name), log, env)
         for name in CONTROLLERS:
             api.wait_for(f"{name} /readyz", lambda name=name: self._ready(name), self.timeout)
 
@@ -265,35 +247,16 @@ class Controllers:
         process = self.processes[name]
         if process.poll() is not None:
             raise RuntimeError(f"{name} exited {process.returncode}:\n{self.tail(name)}")
-        try:
-            with api.network_namespace(self.node.netns.path):
-                conn = http.client.HTTPConnection(host.NODE_IP, PORTS[name][1], timeout=5)
-                conn.connect()
-        except OSError as error:
-            return False, f"health port: {error}"
-        try:
-            conn.request("GET", "/readyz")
-            response = conn.getresponse()
-            return response.status == 200, f"/readyz {response.status}: {response.read()[:200]!r}"
-        finally:
-            conn.close()
+        return processes.healthy(self.node.netns.path, PORTS[name][1], "/readyz")
 
     def alive(self) -> dict[str, int | None]:
         """Each controller's exit code, None while it runs."""
         return {name: process.poll() for name, process in self.processes.items()}
 
     def tail(self, name: str, lines: int = 25) -> str:
-        log = self.node.layout.log(name)
-        text = log.read_text(errors="replace").splitlines()[-lines:] if log.exists() else []
-        return f"--- {log}\n" + "\n".join(text)
+        return processes.tail(self.node.layout.log(name), lines)
 
     def stop(self) -> None:
         for name, process in list(self.processes.items()):
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-                try:
-                    process.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
-                    process.wait()
+            processes.terminate(process, grace=60)
             del self.processes[name]

@@ -16,15 +16,11 @@ and ipsets, so the node goes on without policy enforcement.
 
 from __future__ import annotations
 
-import http.client
-import os
 import re
-import signal
 import subprocess
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING
 
-from mlflow_gitops.child_process import die_with_parent
-from mlflow_gitops.node import addons, api, config, host
+from mlflow_gitops.node import addons, api, config, host, processes
 
 if TYPE_CHECKING:
     from mlflow_gitops.node.node import Node
@@ -38,7 +34,7 @@ def binary() -> str:
     return str(addons.by_name("kube-router").path)
 
 
-class KubeRouter:
+class KubeRouter(processes.Started):
     def __init__(self, node: Node, timeout: float = 300) -> None:
         self.node, self.timeout = node, timeout
         self.log = node.layout.log("kube-router")
@@ -52,41 +48,14 @@ class KubeRouter:
             f"--health-addr={host.NODE_IP}", f"--health-port={HEALTH_PORT}", "--v=1",
         ]  # fmt: skip
 
-    def __enter__(self) -> Self:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     def start(self) -> None:
-        self.log.parent.mkdir(parents=True, exist_ok=True)
-        with self.log.open("wb") as out:
-            self.process = subprocess.Popen(
-                [*self.node.netns.enter(), *self.command()], stdout=out, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=die_with_parent,  # noqa: PLW1509
-            )  # fmt: skip
+        self.process = processes.spawn(self.node.netns.enter(), self.command(), self.log)
         api.wait_for("kube-router /healthz", self._healthy, self.timeout)
 
     def _healthy(self) -> tuple[bool, str]:
         if self.process is None or self.process.poll() is not None:
             raise RuntimeError(f"kube-router exited:\n{self.tail()}")
-        try:
-            with api.network_namespace(self.node.netns.path):
-                conn = http.client.HTTPConnection(host.NODE_IP, HEALTH_PORT, timeout=5)
-                conn.connect()
-        except OSError as error:
-            return False, f"health port: {error}"
-        try:
-            conn.request("GET", "/healthz")
-            response = conn.getresponse()
-            return response.status == 200, f"/healthz {response.status}: {response.read()[:200]!r}"
-        finally:
-            conn.close()
+        return processes.healthy(self.node.netns.path, HEALTH_PORT, "/healthz")
 
     @staticmethod
     def version() -> str:
@@ -96,8 +65,7 @@ class KubeRouter:
         return match.group(1) if match else f"unknown ({(out.stdout + out.stderr).strip()[:200]})"
 
     def tail(self, lines: int = 25) -> str:
-        text = self.log.read_text(errors="replace").splitlines()[-lines:] if self.log.exists() else []
-        return f"--- {self.log}\n" + "\n".join(text)
+        return processes.tail(self.log, lines)
 
     def rules(self) -> list[str]:
         """Its iptables lines in the node's namespace (chains and the rules jumping to them)."""
@@ -110,13 +78,7 @@ class KubeRouter:
 
     def stop(self) -> None:
         process, self.process = self.process, None
-        if process is not None and process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        processes.terminate(process, grace=30)
         if process is None or not self.node.netns.exists():
             return
         done = host.sh(*self.node.netns.enter(), binary(), "--cleanup-config", check=False)

@@ -20,10 +20,8 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Self
 
-from mlflow_gitops.child_process import die_with_parent
-from mlflow_gitops.node import api, build, config, dns, host, images
+from mlflow_gitops.node import api, build, config, dns, host, images, processes
 
 ETCD = build.BIN / "etcd"
 KUBE_APISERVER = build.BIN / "kube-apiserver"
@@ -31,7 +29,7 @@ SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 
 
 @dataclass
-class Node:
+class Node(processes.Started):
     run_dir: Path
     timeout: float = 600  # generous: the machine may be busy
     log: bool = True
@@ -61,17 +59,6 @@ class Node:
 
     # --- lifecycle ------------------------------------------------------------------------------
 
-    def __enter__(self) -> Self:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     def start(self) -> None:
         if missing := build.missing():
             raise RuntimeError(f"the node needs {', '.join(missing)}: run `make node-build`")
@@ -99,17 +86,13 @@ class Node:
         self.say(f"{name}: {self.timings[name]:.1f} s")
 
     def _spawn(self, name: str, cmd: list[str]) -> None:
-        log_path = self.layout.log(name)
-        log_path.parent.mkdir(parents=True, exist_ok=True)
         env = {
             **os.environ,
             "PATH": f"{build.BIN}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         }
-        with log_path.open("wb") as out:
-            self.processes[name] = subprocess.Popen(
-                [*self.netns.enter(), *cmd], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, preexec_fn=die_with_parent, cwd=self.run_dir, env=env,  # noqa: PLW1509
-            )  # fmt: skip
+        self.processes[name] = processes.spawn(
+            self.netns.enter(), cmd, self.layout.log(name), env, self.run_dir
+        )
 
     def _check_alive(self) -> None:
         for name, process in self.processes.items():
@@ -117,9 +100,7 @@ class Node:
                 raise RuntimeError(f"{name} exited with {process.returncode}:\n{self.tail(name)}")
 
     def tail(self, name: str, lines: int = 25) -> str:
-        path = self.layout.log(name)
-        text = path.read_text(errors="replace").splitlines()[-lines:] if path.exists() else []
-        return f"--- {path}\n" + "\n".join(text)
+        return processes.tail(self.layout.log(name), lines)
 
     def _wait(self, what: str, probe, timeout: float | None = None) -> float:
         def checked() -> tuple[bool, str]:
@@ -246,17 +227,7 @@ class Node:
     # --- stop -----------------------------------------------------------------------------------
 
     def _terminate(self, name: str, grace: float = 20) -> None:
-        process = self.processes.pop(name, None)
-        if process is None or process.poll() is not None:
-            return
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(timeout=grace)
-        except ProcessLookupError:
-            pass
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        processes.terminate(self.processes.pop(name, None), grace)
 
     def _remove_pods(self) -> None:
         """Every pod sandbox through the CRI (CNI teardown, pod network namespaces, shims)."""
