@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from mlflow_gitops.node import homelab, render_images
+from mlflow_gitops.podrunner.render import Render
+from tests.support.manifests import one
 from tests.support.versions import app_version
 
 
@@ -50,17 +52,16 @@ def test_the_render_images_cache_key_changes_with_the_requirements(monkeypatch, 
     assert "requirements-e2e.txt" not in render_images.inputs("chart-busybox")
 
 
-def test_storage_classes_are_the_homelab_values_ones() -> None:
-    values = homelab.values()
+def test_storage_classes_are_the_ones_the_homelab_render_claims() -> None:
+    render = homelab.render()
+    cluster_storage = one(render.objects, "Cluster")["spec"]["storage"]
+    claim = one(render.objects, "PersistentVolumeClaim")["spec"]
     classes = {sc.name: sc for sc in homelab.storage_classes()}
-    assert set(classes) == {
-        values["postgres"]["storage"]["storageClass"],
-        values["artifacts"]["storageClass"],
-    }
-    artifacts = classes[values["artifacts"]["storageClass"]]
+    assert set(classes) == {cluster_storage["storageClass"], claim["storageClassName"]}
+    artifacts = classes[claim["storageClassName"]]
     assert artifacts.nfs and "ReadWriteMany" in artifacts.access_modes
-    assert artifacts.size == values["artifacts"]["size"]
-    assert not classes[values["postgres"]["storage"]["storageClass"]].nfs
+    assert artifacts.size == claim["resources"]["requests"]["storage"]
+    assert not classes[cluster_storage["storageClass"]].nfs
     assert homelab.nfs_group() == 568
 
 
@@ -82,8 +83,10 @@ def test_the_nfs_class_volumes_are_owned_as_the_export_is(tmp_path: Path) -> Non
 
 
 def test_more_than_one_export_group_is_refused_by_name() -> None:
+    pod = {"securityContext": {"supplementalGroups": [568, 1000]}, "containers": []}
+    deployment = {"kind": "Deployment", "metadata": {"name": "mlflow"}, "spec": {"template": {"spec": pod}}}
     with pytest.raises(ValueError, match=r"supplementalGroups is \[568, 1000\]: expected one group"):
-        homelab.nfs_group({"mlflow": {"podSecurityContext": {"supplementalGroups": [568, 1000]}}})
+        homelab.nfs_group(Render(Path("homelab.yaml"), [deployment]))
 
 
 def test_the_external_secrets_targets_get_their_names_types_and_random_values() -> None:

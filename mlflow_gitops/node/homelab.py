@@ -1,18 +1,18 @@
 """What the homelab's cluster provides the chart, as the node presents it: storage classes, the
 Secrets External Secrets would write, the node's labels.
 
-* Storage: the two classes values/homelab.yaml names. The PostgreSQL class (`longhorn` there, a
+* Storage: the two classes the homelab render asks for (the Cluster's, the artifact claim's). The PostgreSQL class (`longhorn` there, a
   block device in the homelab) is `local` PersistentVolumes, whose ownership the kubelet gives to
   the pod's fsGroup as it does on a block device; the artifacts class (`nfs-slow`, an NFS export)
   is `hostPath` ones, which the kubelet mounts as they are, without fsGroup, as it does NFS: each
-  directory is owned by root and the group the values' supplementalGroups name (568), mode 2775,
+  directory is owned by root and the group the server pod's supplementalGroups name (568), mode 2775,
   as the export is (docs/faults.md). Both classes have no provisioner: the volumes are made here,
   static, under the node's run directory, and released ones are kept (Retain).
 * Secrets: for every ExternalSecret of the render, its target Secret with the template's literal
   values and random ones for what Vault holds (the pod runner's derivation,
   mlflow_gitops.podrunner.store), created directly; External Secrets itself is not installed.
-* Labels: the kubelet labels the node kubernetes.io/arch itself (runtime.GOARCH); the values'
-  PostgreSQL nodeSelector must match the node's labels.
+* Labels: the kubelet labels the node kubernetes.io/arch itself (runtime.GOARCH); the render's
+  Cluster nodeSelector must match the node's labels.
 """
 
 from __future__ import annotations
@@ -48,27 +48,36 @@ def values() -> dict[str, Any]:
     return yaml.safe_load(VALUES.read_text())
 
 
-def nfs_group(found: dict[str, Any] | None = None) -> int:
-    """The group the artifact export gives its directories to: the server's supplementalGroups."""
-    found = found or values()
-    groups = found.get("mlflow", {}).get("podSecurityContext", {}).get("supplementalGroups") or []
+def render(path: Path = RENDER) -> Render:
+    return Render.load(path)
+
+
+def nfs_group(found: Render | None = None) -> int:
+    """The group the artifact export gives its directories to: the server pod's supplementalGroups."""
+    found = found or render()
+    pod = found.one("Deployment", "mlflow")["spec"]["template"]["spec"]
+    groups = (pod.get("securityContext") or {}).get("supplementalGroups") or []
     if len(groups) != 1:
         raise ValueError(
-            f"{VALUES.name}: mlflow.podSecurityContext.supplementalGroups is {groups}: expected one group"
+            f"{found.path.name}: Deployment mlflow's securityContext.supplementalGroups is {groups}: "
+            "expected one group"
         )
     return int(groups[0])
 
 
-def storage_classes(found: dict[str, Any] | None = None) -> list[StorageClass]:
-    found = found or values()
-    postgres, artifacts = found["postgres"]["storage"], found["artifacts"]
+def storage_classes(found: Render | None = None) -> list[StorageClass]:
+    """The Cluster's class and the artifact claim's, as the render asks for them."""
+    found = found or render()
+    postgres = found.one("Cluster")["spec"]["storage"]
+    claim = found.one("PersistentVolumeClaim")["spec"]
     # The operator makes a new claim for a replaced instance: room for a few.
     return [
         StorageClass(postgres["storageClass"], postgres["size"], ("ReadWriteOnce",), nfs=False, volumes=3),
         StorageClass(
-            artifacts["storageClass"], artifacts["size"], tuple(artifacts["accessModes"]), nfs=True, volumes=2
+            claim["storageClassName"], claim["resources"]["requests"]["storage"], tuple(claim["accessModes"]),
+            nfs=True, volumes=2,
         ),
-    ]
+    ]  # fmt: skip
 
 
 def volume_dir(run_dir: Path, storage_class: str, index: int) -> Path:
@@ -181,7 +190,7 @@ def node_labels(client: api.Client) -> dict[str, str]:
 
 
 def unmatched_node_selector(client: api.Client) -> dict[str, str]:
-    """The values' PostgreSQL nodeSelector entries the node's labels do not match (empty: all match)."""
-    wanted = values()["postgres"].get("nodeSelector") or {}
+    """The render's Cluster nodeSelector entries the node's labels do not match (empty: all match)."""
+    wanted = (render().one("Cluster")["spec"].get("affinity") or {}).get("nodeSelector") or {}
     labels = node_labels(client)
     return {key: value for key, value in wanted.items() if labels.get(key) != value}

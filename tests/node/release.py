@@ -53,7 +53,7 @@ def helm(node: Node, *args: str, timeout: float = 900) -> subprocess.CompletedPr
 
 
 def cluster_name() -> str:
-    return homelab.values()["postgres"].get("name", "mlflow-postgres")
+    return homelab.render().one("Cluster")["metadata"]["name"]
 
 
 def cluster_ready(client: api.Client, name: str) -> tuple[bool, str]:

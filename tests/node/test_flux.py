@@ -285,6 +285,6 @@ def test_the_kustomization_of_the_root_entry_point_delivers_a_ready_helmrelease_
     assert deployment["metadata"]["labels"].get("helm.toolkit.fluxcd.io/name") == "mlflow"
     image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
     assert image.endswith(render_images.reference("mlflow").removeprefix("docker.io/")), image
-    cluster = homelab.values()["postgres"].get("name", "mlflow-postgres")
+    cluster = homelab.render().one("Cluster")["metadata"]["name"]
     path = f"/apis/postgresql.cnpg.io/v1/namespaces/{NAMESPACE}/clusters/{cluster}"
     delivery.wait("Cluster Ready", path, 600, probe=lambda: ready(client, path, flux_object=False))
