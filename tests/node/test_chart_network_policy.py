@@ -23,7 +23,6 @@ from typing import Any
 import pytest
 import yaml
 
-from mlflow_gitops import chart
 from mlflow_gitops.node import api, dns, homelab, render_images
 from mlflow_gitops.node.kube_router import KubeRouter
 from mlflow_gitops.node.node import Node
@@ -33,10 +32,9 @@ from tests.node import release
 from tests.node.conftest import SUMMARY
 from tests.node.release import timed
 from tests.node.test_helm_install import new_ready_pod, server_selector
-from tests.support.ci import unavailable
 from tests.test_network_policy import ALLOWED, DENIED, endpoints
 
-pytestmark = pytest.mark.node
+pytestmark = [pytest.mark.node, pytest.mark.upstream]
 
 UNLABELLED = "mlflow-unlabelled-client"
 # Sources imitated by a probe pod; the others are real pods (or outside the cluster).
@@ -51,8 +49,6 @@ Pair = tuple[str, str, int, str]
 def enforced(node: Node) -> Iterator[dict[str, Any]]:
     """The release installed, the probes' namespaces made, the first (unenforced) probe round run;
     then kube-router enforcing the chart's policies for the module."""
-    if not (chart.CHART / "charts" / "mlflow").is_dir():
-        unavailable("the upstream mlflow chart is not in charts/mlflow-stack/charts/ (run `make deps`)")
     client = node.client
     router = KubeRouter(node)
     try:

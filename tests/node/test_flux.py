@@ -34,9 +34,8 @@ from mlflow_gitops.node.node import Node
 from mlflow_gitops.podrunner.base import NAMESPACE
 from mlflow_gitops.versions import ROOT
 from tests.node.conftest import SUMMARY
-from tests.support.ci import unavailable
 
-pytestmark = pytest.mark.node
+pytestmark = [pytest.mark.node, pytest.mark.upstream]
 
 OVERRIDES = Path(__file__).with_name("lab-overrides.yaml")
 REPOSITORY = yaml.safe_load((ROOT / "deploy" / "repository" / "repository.yaml").read_text())["data"]
@@ -191,8 +190,6 @@ def remove(node: Node, controllers: flux.Controllers) -> None:
 @pytest.fixture(scope="module")
 def delivery(node: Node) -> Iterator[Delivery]:
     upstream = chart.CHART / "charts" / "mlflow"
-    if not upstream.is_dir():
-        unavailable("the upstream mlflow chart is not in charts/mlflow-stack/charts/ (run `make deps`)")
     repos = node.run_dir / "git"
     branch = REPOSITORY["branch"]
     commit = timed("bare clone of the commit", lambda: flux.bare_clone(ROOT, repos / f"{SOURCE}.git", branch))

@@ -31,9 +31,8 @@ from mlflow_gitops.podrunner.render import Render
 from tests.node import release
 from tests.node.conftest import SUMMARY
 from tests.node.release import RELEASE, helm, timed
-from tests.support.ci import unavailable
 
-pytestmark = pytest.mark.node
+pytestmark = [pytest.mark.node, pytest.mark.upstream]
 
 DEPLOYMENT = f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/{RELEASE}"
 # The value `helm upgrade` changes: a pod annotation of the server, harmless and visible on the pod.
@@ -42,8 +41,6 @@ UPGRADE_ANNOTATION = "node-test.mlflow.daviestechlabs.io/upgrade"
 
 @pytest.fixture(scope="module")
 def installed(node: Node) -> Iterator[Render]:
-    if not (chart.CHART / "charts" / "mlflow").is_dir():
-        unavailable("the upstream mlflow chart is not in charts/mlflow-stack/charts/ (run `make deps`)")
     try:
         release.install(node)
         yield Render.load(homelab.RENDER)
