@@ -53,13 +53,13 @@ render-check: tools ## Fail, showing the diff, when a fresh render differs from 
 chart-readme: tools ## Write charts/mlflow-stack/README.md (helm-docs: README.md.gotmpl, values.yaml).
 	$(PY) -m mlflow_gitops.chart_readme
 
-test: tools apiserver e2e-deps ## Run the whole test suite (the README's test command), lint included.
+test: tools apiserver e2e-deps node-build ## Run the whole test suite (the README's test command), lint included.
 	$(PY) -m pytest
 
 # CI's fast job (.github/workflows/ci.yml) and a quick local run: no root, PostgreSQL or API server.
 .PHONY: test-offline
-test-offline: tools ## The suite without tests/e2e and tests/api (REQUIRE_UPSTREAM=1: no upstream skips).
-	$(PY) -m pytest --ignore=tests/e2e --ignore=tests/api
+test-offline: tools ## The suite without tests/e2e, tests/api, tests/node (REQUIRE_UPSTREAM=1: no upstream skips).
+	$(PY) -m pytest --ignore=tests/e2e --ignore=tests/api --ignore=tests/node
 
 # The CI workflows (.github/workflows/, docs/ci.md): actionlint and zizmor, both pinned, both silent.
 .PHONY: workflow-check
@@ -135,19 +135,24 @@ $(VENV)/.bench-installed: $(VENV)/.e2e-installed requirements-bench.txt
 bench: e2e-deps $(VENV)/.bench-installed ## Measure capacity on one CPU (bench/README.md).
 	$(PY) -m mlflow_gitops.bench $(BENCH_ARGS)
 
-# A one-node cluster from Kubernetes' own components (mlflow_gitops/node): etcd, kube-apiserver,
-# kube-controller-manager, kube-scheduler, containerd, kubelet, kube-proxy and CoreDNS in a network
-# namespace of its own, nothing pulled. Root only. Not part of `make test`. The render's own images
-# (MLflow from Debian's python3 and requirements-e2e.txt, busybox) are built on the first start
-# (about 4-5 min) and cached in .work/node-images (mlflow_gitops/node/render_images.py), as are the
-# CloudNativePG operator's image (bin/cnpg/manager, built from its Go module at CNPG_VERSION) and its
-# PostgreSQL 15 operand image from Debian's packages (mlflow_gitops/node/cnpg_images.py).
-.PHONY: node-build node node-test
+# A one-node cluster from Kubernetes' own components (mlflow_gitops/node, docs/node.md): etcd,
+# kube-apiserver, kube-controller-manager, kube-scheduler, containerd, kubelet, kube-proxy and CoreDNS
+# in a network namespace of its own, nothing pulled. Root only. `make test` runs its tests (tests/node)
+# with the rest. The render's own images (MLflow from Debian's python3 and requirements-e2e.txt,
+# busybox) are built on the first start (about 4-5 min) and cached in .work/node-images
+# (mlflow_gitops/node/render_images.py), as are the CloudNativePG operator's image (bin/cnpg/manager,
+# built from its Go module at CNPG_VERSION) and its PostgreSQL 15 operand image from Debian's
+# packages (mlflow_gitops/node/cnpg_images.py). Flux's controllers are built apart (`make node-flux`):
+# only tests/node/test_flux.py needs them, with the upstream chart.
+.PHONY: node-build node-flux node node-test
 node-build: apiserver ## Build the node's binaries into ./bin (pins in tools/versions.env); Debian packages.
 	$(PYTHON) -m mlflow_gitops.node.build
+
+node-flux: ## Build Flux's source-, kustomize- and helm-controller into ./bin (tests/node/test_flux.py).
+	$(PYTHON) -m mlflow_gitops.node.build --flux
 
 node: tools node-build ## Start the one-node cluster in the foreground (Ctrl-C stops it cleanly).
 	$(PY) -m mlflow_gitops.node
 
-node-test: tools node-build ## The node's smoke test (tests/node): a pod resolves and reaches a Service.
+node-test: tools node-build node-flux ## The node's tests alone (tests/node): the chart on a real kubelet.
 	$(PY) -m pytest -m node tests/node

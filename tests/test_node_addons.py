@@ -31,11 +31,25 @@ def test_addon_pin_has_a_renovate_comment_naming_its_module(tool: addons.ToolMod
     assert re.fullmatch(r"v\d+\.\d+\.\d+", tool.version), tool.version
 
 
-def test_addons_are_built_by_node_build_and_required_to_start(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_kube_router_is_built_by_node_build_and_required_to_start_and_flux_only_by_node_flux(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     assert set(addons.NAMES) <= set(build.names())
+    assert addons.FLUX == ("source-controller", "kustomize-controller", "helm-controller")
+    assert "kube-router" in build.defaults() and not set(addons.FLUX) & set(build.defaults())
     monkeypatch.setattr(gobuild, "module_version", lambda path, module: None)
     for tool in addons.ADDONS:
-        assert f"bin/{tool.name} {tool.version}" in build.missing()
+        needed = f"bin/{tool.name} {tool.version}"
+        assert (needed in build.missing()) is (tool.name not in addons.FLUX), needed
+        assert (needed in addons.missing(addons.FLUX)) is (tool.name in addons.FLUX), needed
+
+
+def test_node_flux_asks_for_the_controllers_and_nothing_else(monkeypatch: pytest.MonkeyPatch) -> None:
+    built: list[str] = []
+    monkeypatch.setattr(addons, "main", lambda wanted: built.extend(sorted(wanted)))
+    monkeypatch.setattr(build.install_postgres, "main", lambda packages: pytest.fail("no Debian step"))
+    assert build.main(["--flux"]) == 0
+    assert built == sorted(addons.FLUX)
 
 
 def test_addon_module_at_another_version_than_the_pin_is_refused_naming_both(

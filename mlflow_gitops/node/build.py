@@ -9,8 +9,8 @@
 * pause, the pod sandbox's process: tools/node/pause, a few lines of Go;
 * runc, the CNI plugins, iptables, conntrack and umoci from Debian, installed like PostgreSQL
   (mlflow_gitops.install_postgres);
-* the add-ons of mlflow_gitops.node.addons (kube-router; Flux's source-, kustomize-, helm-controller),
-  each from a module of tools/node/;
+* the add-ons of mlflow_gitops.node.addons, each from a module of tools/node/: kube-router, and
+  (only when named, `make node-flux`) Flux's source-, kustomize- and helm-controller;
 * `cnpg`: the CloudNativePG operator's manager (CNPG_VERSION) into bin/cnpg and Debian's
   postgresql-15 for its operand image (mlflow_gitops.node.operator).
 
@@ -18,7 +18,7 @@ A binary is kept when it already carries its pin: the Kubernetes ones by `--vers
 `go install` ones by the module version `go version -m` reads from them, pause when newer than its
 source. Each build prints its duration.
 
-Usage: python -m mlflow_gitops.node.build [NAME ...]
+Usage: python -m mlflow_gitops.node.build [--flux] [NAME ...]  (default: all but Flux's controllers)
 """
 
 from __future__ import annotations
@@ -162,6 +162,11 @@ def names() -> list[str]:
     return [*KUBE_COMPONENTS, *(b.name for b in GO_INSTALLS), *addons.NAMES, "pause", "debian", "cnpg"]
 
 
+def defaults() -> list[str]:
+    """What `make node-build` builds: everything but Flux's controllers (`make node-flux`)."""
+    return [name for name in names() if name not in addons.FLUX]
+
+
 def missing() -> list[str]:
     """What `make node-build` would still build or install (empty: the node can start)."""
     out = [f"bin/{n} {kube_version()}" for n in KUBE_COMPONENTS if kube_reported(n) != kube_version()]
@@ -170,7 +175,7 @@ def missing() -> list[str]:
         for b in GO_INSTALLS
         if gobuild.module_version(b.path, b.module) != b.version
     ]
-    out += addons.missing()
+    out += addons.missing(tuple(n for n in addons.NAMES if n not in addons.FLUX))
     out += [] if (BIN / "pause").exists() else ["bin/pause"]
     out += [f"Debian {p}" for p in install_postgres.missing(PACKAGES)]
     return out
@@ -178,11 +183,18 @@ def missing() -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("names", nargs="*", help=f"any of {', '.join(names())} (default: all)")
+    parser.add_argument(
+        "names", nargs="*", help=f"any of {', '.join(names())} (default: all but {', '.join(addons.FLUX)})"
+    )
+    parser.add_argument(
+        "--flux", action="store_true", help=f"build {', '.join(addons.FLUX)} (`make node-flux`)"
+    )
     args = parser.parse_args(argv)
+    if args.flux:
+        args.names = [*args.names, *addons.FLUX]
     if unknown := set(args.names) - set(names()):
         parser.error(f"unknown {sorted(unknown)}; allowed: {', '.join(names())}")
-    wanted = set(args.names or names())
+    wanted = set(args.names or defaults())
     BIN.mkdir(exist_ok=True)
     if "debian" in wanted:
         started = time.monotonic()

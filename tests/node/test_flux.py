@@ -29,11 +29,12 @@ import pytest
 import yaml
 
 from mlflow_gitops import chart
-from mlflow_gitops.node import api, flux, gobuild, homelab, operator, render_images
+from mlflow_gitops.node import addons, api, flux, gobuild, homelab, operator, render_images
 from mlflow_gitops.node.node import Node
 from mlflow_gitops.podrunner.base import NAMESPACE
 from mlflow_gitops.versions import ROOT
 from tests.node.conftest import SUMMARY
+from tests.support.ci import unavailable
 
 pytestmark = [pytest.mark.node, pytest.mark.upstream]
 
@@ -189,6 +190,8 @@ def remove(node: Node, controllers: flux.Controllers) -> None:
 
 @pytest.fixture(scope="module")
 def delivery(node: Node) -> Iterator[Delivery]:
+    if missing := addons.missing(addons.FLUX):
+        unavailable(f"needs {', '.join(missing)}: run `make node-flux`")
     upstream = chart.CHART / "charts" / "mlflow"
     repos = node.run_dir / "git"
     branch = REPOSITORY["branch"]
