@@ -9,12 +9,16 @@
   defaults) and kube-proxy's conntrack ones, recorded before the start and written back on stop.
 * Leftovers: processes, mounts, network namespaces and the host's iptables rules a stop must not
   leave behind.
+* One node per machine at a time (`MachineLock`): the kubelet's cgroup tree, the host sysctls and
+  the leftover checks are machine-wide, so a second node waits for the first to stop.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +30,7 @@ SERVICE_CIDR = "10.96.0.0/16"
 KUBERNETES_SERVICE_IP = "10.96.0.1"
 DNS_SERVICE_IP = "10.96.0.10"
 NETNS_DIR = Path("/run/netns")
+MACHINE_LOCK = Path("/run/mlflow-gitops-node.lock")
 
 HOST_SYSCTLS = (
     "kernel/panic",
@@ -113,6 +118,47 @@ class Sysctls:
             for key, value in self.saved.items()
             if (Path("/proc/sys") / key).read_text().strip() != value
         ]
+
+
+@dataclass
+class MachineLock:
+    """An exclusive flock on MACHINE_LOCK, holding the holder's pid; released by the kernel when
+    the holding process dies, so a crashed node never blocks the next one."""
+
+    path: Path = MACHINE_LOCK
+    _fd: int | None = None
+
+    def acquire(self, timeout: float, say=print) -> float:
+        """Wait (polling, up to `timeout` s) for the lock; returns the seconds waited."""
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        started, told = time.monotonic(), False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+                if time.monotonic() - started > timeout:
+                    os.close(fd)
+                    raise TimeoutError(
+                        f"another node (pid {holder}) still holds {self.path} after {timeout:.0f} s"
+                    )
+                if not told:
+                    say(
+                        f"another node runs on this machine (pid {holder}, {self.path}); waiting for it to stop"
+                    )
+                    told = True
+                time.sleep(2)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+        return time.monotonic() - started
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            os.close(self._fd)  # closing the last descriptor drops the flock
+            self._fd = None
 
 
 def iptables_rules() -> str:

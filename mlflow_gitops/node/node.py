@@ -41,6 +41,8 @@ class Node(processes.Started):
     _iptables_before: str | None = None
     _netns_before: set[str] = field(default_factory=set)
     _outside_before: set[Path] = field(default_factory=set)  # of host.OUTSIDE_PATHS and cgroups
+    _lock: host.MachineLock = field(default_factory=host.MachineLock)
+    lock_timeout: float = 5400  # another node's whole test run may come first
 
     def __post_init__(self) -> None:
         self.run_dir = self.run_dir.resolve()
@@ -63,6 +65,8 @@ class Node(processes.Started):
         if missing := build.missing():
             raise RuntimeError(f"the node needs {', '.join(missing)}: run `make node-build`")
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        if (waited := self._lock.acquire(self.lock_timeout, self.say)) > 1:
+            self.timings["waited for another node"] = waited
         self._sysctls.record()
         self._iptables_before = host.iptables_rules()
         self._netns_before = host.netns_names()
@@ -250,6 +254,12 @@ class Node(processes.Started):
             self.say(f"crictl rmp: {done.stderr.strip()}")
 
     def stop(self) -> None:
+        try:
+            self._stop()
+        finally:
+            self._lock.release()
+
+    def _stop(self) -> None:
         if self._iptables_before is None:  # start() never touched the machine
             return
         started = time.monotonic()
