@@ -1,5 +1,6 @@
 """A real kube-apiserver for the tests in tests/api (tests/support/apiserver.py), started once per
-session.
+session, with the project's CRDs installed; the tests get a `kubernetes.client.ApiClient` (`api`) as
+its admin, and a dynamic client (`dynamic`) for server-side apply of whole renders.
 
 Without the binaries of `make apiserver` these tests skip saying so, except under CI (CI=true),
 where they fail: a CI run that silently skipped them would prove nothing.
@@ -11,7 +12,10 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from kubernetes.client import ApiClient, VersionApi
+from kubernetes.dynamic import DynamicClient
 
+from tests.support import kube
 from tests.support.apiserver import BUILD_HINT, SUMMARY, ApiServer, missing_binaries
 from tests.support.ci import unavailable
 from tests.support.crds import cel_rules
@@ -33,29 +37,49 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
 
 @pytest.fixture(scope="session")
-def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
-    """etcd + kube-apiserver with the project's CRDs installed and Established; stopped at the end."""
+def apiserver(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> ApiServer:
+    """etcd + kube-apiserver, ready; stopped at the end of the session."""
     if missing := missing_binaries():
         unavailable(f"needs {', '.join(missing)}: {BUILD_HINT}")
     server = ApiServer(tmp_path_factory.mktemp("apiserver"))
     request.addfinalizer(server.stop)  # before start: a half-started server is stopped too
     started = time.monotonic()
     server.start()
-    ready = time.monotonic() - started
-    crds = server.install_crds()
-    version = server.request("GET", "/version").body["gitVersion"]
-    rules = {crd["metadata"]["name"]: len(cel_rules(crd)) for crd in crds}
-    SUMMARY.append(
-        f"{version} ready in {ready:.1f}s, {len(crds)} CRDs Established in "
-        f"{time.monotonic() - started - ready:.1f}s more, {sum(rules.values())} CEL rules "
-        f"(x-kubernetes-validations) installed: "
-        + ", ".join(f"{name} {count}" for name, count in rules.items())
-    )
-    yield server
+    SUMMARY.append(f"etcd and kube-apiserver ready in {time.monotonic() - started:.1f}s")
+    return server
 
 
 @pytest.fixture(scope="session")
-def mlflow_namespace(api: ApiServer) -> str:
+def api(apiserver: ApiServer) -> Iterator[ApiClient]:
+    """An ApiClient as the admin."""
+    with apiserver.client() as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def crds(api: ApiClient) -> list[kube.Obj]:
+    """The project's CRDs, installed, Established and served (as stored)."""
+    started = time.monotonic()
+    installed = kube.install_crds(api)
+    version = VersionApi(api).get_code().git_version
+    rules = {crd["metadata"]["name"]: len(cel_rules(crd)) for crd in installed}
+    SUMMARY.append(
+        f"{version}: {len(installed)} CRDs Established in {time.monotonic() - started:.1f}s, "
+        f"{sum(rules.values())} CEL rules (x-kubernetes-validations) installed: "
+        + ", ".join(f"{name} {count}" for name, count in rules.items())
+    )
+    return installed
+
+
+@pytest.fixture(scope="session")
+def dynamic(api: ApiClient, crds: list[kube.Obj], tmp_path_factory: pytest.TempPathFactory) -> DynamicClient:
+    """The dynamic client, its discovery made once the CRDs are served (cached in the session's
+    temporary directory)."""
+    return DynamicClient(api, cache_file=str(tmp_path_factory.mktemp("discovery") / "cache.json"))
+
+
+@pytest.fixture(scope="session")
+def mlflow_namespace(api: ApiClient, crds: list[kube.Obj]) -> str:
     """Namespace `mlflow` with the Pod Security labels of the deployment (restricted)."""
-    api.namespace(MLFLOW_NAMESPACE, RESTRICTED)
+    kube.namespace(api, MLFLOW_NAMESPACE, RESTRICTED)
     return MLFLOW_NAMESPACE

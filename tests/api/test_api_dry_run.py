@@ -20,9 +20,12 @@ from typing import Any
 
 import pytest
 import yaml
+from kubernetes.client import ApiClient, ApiException, CoreV1Api
+from kubernetes.dynamic import DynamicClient
 
 from mlflow_gitops import chart
-from tests.support.apiserver import SUMMARY, ApiServer
+from tests.support import kube
+from tests.support.apiserver import SUMMARY
 from tests.support.crds import cel_rules, crds_of_schemas
 
 pytestmark = pytest.mark.apiserver
@@ -114,38 +117,35 @@ def service_accounts_of_pods(objects: list[Obj]) -> set[str]:
 
 @pytest.mark.parametrize("source", SOURCES, ids=lambda s: s.name)
 def test_every_object_is_accepted_by_a_server_side_dry_run(
-    api: ApiServer, mlflow_namespace: str, source: Source
+    api: ApiClient, dynamic: DynamicClient, mlflow_namespace: str, source: Source
 ) -> None:
     objects = source.load()
     assert objects, f"{source.name} has no objects"
     for namespace in namespaces_of(objects) - {mlflow_namespace}:
-        api.namespace(namespace)  # e.g. argocd, flux-system: the cluster's, not this repository's
+        kube.namespace(api, namespace)  # e.g. argocd, flux-system: the cluster's, not this repository's
     # Pods are admitted only when their ServiceAccount exists (ServiceAccount admission); the ones a
     # source creates itself would exist by then in a real apply. Create them for this test only.
-    created = []
-    for name in service_accounts_of_pods(objects):
-        sa = {
-            "apiVersion": "v1",
-            "kind": "ServiceAccount",
-            "metadata": {"name": name, "namespace": mlflow_namespace},
-        }
-        if api.get(sa).status == 404:
-            api.ensure(sa)
-            created.append(sa)
+    core, created = CoreV1Api(api), []
+    existing = {sa.metadata.name for sa in core.list_namespaced_service_account(mlflow_namespace).items}
+    for name in service_accounts_of_pods(objects) - existing:
+        core.create_namespaced_service_account(mlflow_namespace, {"metadata": {"name": name}})
+        created.append(name)
     refused, warned, stored = [], [], []
     try:
         for obj in objects:
-            existed = api.get(obj, mlflow_namespace).ok
-            response = api.apply(obj, mlflow_namespace, dry_run=True)
+            existed = kube.stored(dynamic, obj, mlflow_namespace) is not None
             what = f"{obj['kind']} {obj['metadata']['name']}"
-            if not response.ok:
-                refused.append(f"{what}: {response.status} {response.message}")
-            warned += [f"{what}: {w}" for w in response.warnings]
-            if not existed and api.get(obj, mlflow_namespace).ok:
+            try:
+                _, warnings = kube.apply(dynamic, obj, mlflow_namespace, dry_run=True)
+            except ApiException as error:
+                refused.append(f"{what}: {error.status} {kube.message(error)}")
+                continue
+            warned += [f"{what}: {w}" for w in warnings]
+            if not existed and kube.stored(dynamic, obj, mlflow_namespace) is not None:
                 stored.append(what)
     finally:
-        for sa in created:
-            api.delete(sa)
+        for name in created:
+            core.delete_namespaced_service_account(name, mlflow_namespace)
     DRY_RUN[source.name] = len(objects)
     assert not refused, f"{source.name}: the API server refused:\n" + "\n".join(refused)
     assert not warned, f"{source.name}: the API server warned (e.g. Pod Security):\n" + "\n".join(warned)
@@ -254,15 +254,22 @@ if (DEPLOY / "flux" / "ks.yaml").exists():
 
 @pytest.mark.parametrize(("make", "says", "cel"), [w[1:] for w in WRONG], ids=[w[0] for w in WRONG])
 def test_a_wrong_object_is_refused(
-    api: ApiServer, mlflow_namespace: str, make: Callable[[], Obj], says: str, cel: bool
+    dynamic: DynamicClient,
+    crds: list[Obj],
+    mlflow_namespace: str,
+    make: Callable[[], Obj],
+    says: str,
+    cel: bool,
 ) -> None:
     obj = make()
-    response = api.apply(obj, mlflow_namespace, dry_run=True)
-    assert response.status == 422, f"expected 422 Invalid, got {response.status}: {response.message}"
-    assert says in response.message, response.message
+    with pytest.raises(ApiException) as refused:
+        kube.apply(dynamic, obj, mlflow_namespace, dry_run=True)
+    said = kube.message(refused.value)
+    assert (refused.value.status, refused.value.reason) == (422, "Unprocessable Entity"), said
+    assert says in said, said
     crd = next(
         c
-        for c in api.crds
+        for c in crds
         if c["spec"]["names"]["kind"] == obj["kind"] and c["spec"]["group"] == obj["apiVersion"].split("/")[0]
     )
     messages = [rule.get("message", rule["rule"]) for rule in cel_rules(crd)]
@@ -272,9 +279,9 @@ def test_a_wrong_object_is_refused(
     )
 
 
-def test_the_installed_crds_keep_every_cel_rule_of_their_source(api: ApiServer) -> None:
+def test_the_installed_crds_keep_every_cel_rule_of_their_source(crds: list[Obj]) -> None:
     source = {crd["metadata"]["name"]: len(cel_rules(crd)) for crd in crds_of_schemas()}
-    installed = {crd["metadata"]["name"]: len(cel_rules(crd)) for crd in api.crds}
+    installed = {crd["metadata"]["name"]: len(cel_rules(crd)) for crd in crds}
     assert installed == source
     assert installed["httproutes.gateway.networking.k8s.io"] > 0
     exercised = sum(1 for w in WRONG if w[3])

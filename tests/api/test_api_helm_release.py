@@ -22,8 +22,10 @@ from typing import Any
 
 import pytest
 import yaml
+from kubernetes.dynamic import DynamicClient
 
 from mlflow_gitops import chart
+from tests.support import kube
 from tests.support.apiserver import ApiServer
 
 pytestmark = [pytest.mark.apiserver, pytest.mark.upstream]
@@ -59,15 +61,12 @@ def key(obj: dict[str, Any], namespace: str) -> Key:
     return obj["kind"], obj["metadata"].get("namespace", namespace), obj["metadata"]["name"]
 
 
-def snapshot(api: ApiServer, manifest: list[dict[str, Any]], namespace: str) -> Snapshot:
+def snapshot(dynamic: DynamicClient, manifest: list[dict[str, Any]], namespace: str) -> Snapshot:
     """Every object of the manifest as the API server stores it; absent objects are left out."""
     found: Snapshot = {}
     for obj in manifest:
-        response = api.get(obj, namespace)
-        if response.status == 404:
-            continue
-        assert response.ok, f"GET {key(obj, namespace)}: {response.status} {response.message}"
-        found[key(obj, namespace)] = response.body
+        if (stored := kube.stored(dynamic, obj, namespace)) is not None:
+            found[key(obj, namespace)] = stored
     return found
 
 
@@ -114,19 +113,21 @@ def hooks_of(helm: Helm) -> set[Key]:
     return {key(d, helm.namespace) for d in helm.objects("hooks") if d.get("kind")}
 
 
-def test_install_upgrade_rollback_uninstall(api: ApiServer, mlflow_namespace: str, tmp_path: Path) -> None:
-    helm = Helm(api, mlflow_namespace, tmp_path / "helm")
+def test_install_upgrade_rollback_uninstall(
+    apiserver: ApiServer, dynamic: DynamicClient, mlflow_namespace: str, tmp_path: Path
+) -> None:
+    helm = Helm(apiserver, mlflow_namespace, tmp_path / "helm")
     chart_dir, values = str(chart.CHART), str(HOMELAB)
 
     # 1. install: every object of the manifest is stored.
     helm("install", RELEASE, chart_dir, "-f", values, "--wait=hookOnly")
     manifest = helm.objects()
-    installed = snapshot(api, manifest, mlflow_namespace)
+    installed = snapshot(dynamic, manifest, mlflow_namespace)
     missing = {key(o, mlflow_namespace) for o in manifest} - installed.keys()
     assert not missing, f"helm install reported success but the API server has no {sorted(missing)}"
     hooks = hooks_of(helm)
     hook_objects = {
-        k: o for k, o in snapshot(api, helm.objects("hooks"), mlflow_namespace).items() if k in hooks
+        k: o for k, o in snapshot(dynamic, helm.objects("hooks"), mlflow_namespace).items() if k in hooks
     }
     assert ("Secret", mlflow_namespace, "mlflow-flask-server-secret-key") in hook_objects, (
         "pre-install hook Secret"
@@ -134,10 +135,10 @@ def test_install_upgrade_rollback_uninstall(api: ApiServer, mlflow_namespace: st
 
     # 2. upgrade with the same values: no object changes (content or generation).
     helm("upgrade", RELEASE, chart_dir, "-f", values, "--wait=hookOnly")
-    same = snapshot(api, manifest, mlflow_namespace)
+    same = snapshot(dynamic, manifest, mlflow_namespace)
     assert same.keys() == installed.keys()
     assert not changes(installed, same), f"a no-op upgrade changed {sorted(changes(installed, same))}"
-    for k, hook in snapshot(api, helm.objects("hooks"), mlflow_namespace).items():
+    for k, hook in snapshot(dynamic, helm.objects("hooks"), mlflow_namespace).items():
         if k in hook_objects:  # recreated (before-hook-creation) with the same content
             assert content(hook) == content(hook_objects[k]), f"hook {k} changed content on a no-op upgrade"
 
@@ -148,7 +149,7 @@ def test_install_upgrade_rollback_uninstall(api: ApiServer, mlflow_namespace: st
     helm(
         "upgrade", RELEASE, chart_dir, "-f", values, "--set-string", f"{WORKERS}={workers}", "--wait=hookOnly"
     )
-    changed = snapshot(api, manifest, mlflow_namespace)
+    changed = snapshot(dynamic, manifest, mlflow_namespace)
     assert writes(same, changed) == expected, "an upgrade must write exactly the objects whose render changed"
     deployment = changed[("Deployment", mlflow_namespace, "mlflow")]
     assert (
@@ -159,7 +160,7 @@ def test_install_upgrade_rollback_uninstall(api: ApiServer, mlflow_namespace: st
 
     # 4. rollback to revision 2: the changed objects get their content back, the others are untouched.
     helm("rollback", RELEASE, "2", "--wait=hookOnly")
-    rolled = snapshot(api, manifest, mlflow_namespace)
+    rolled = snapshot(dynamic, manifest, mlflow_namespace)
     assert writes(changed, rolled) == expected, "a rollback must write back exactly what the upgrade changed"
     for k in expected:
         assert content(rolled[k]) == content(same[k]), f"{k} after rollback differs from revision 2"
@@ -179,7 +180,7 @@ def test_install_upgrade_rollback_uninstall(api: ApiServer, mlflow_namespace: st
     } <= keep
     helm("uninstall", RELEASE, "--wait=hookOnly")
     assert RELEASE not in helm("list", "-q").split()
-    left = snapshot(api, manifest, mlflow_namespace)
+    left = snapshot(dynamic, manifest, mlflow_namespace)
     assert left.keys() == keep, f"after uninstall expected only {sorted(keep)}, found {sorted(left)}"
     for k in keep:
         assert left[k]["metadata"]["uid"] == installed[k]["metadata"]["uid"], f"{k} was recreated"

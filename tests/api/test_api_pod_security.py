@@ -15,9 +15,11 @@ from typing import Any
 
 import pytest
 import yaml
+from kubernetes.client import ApiClient, ApiException, CoreV1Api
 
 from mlflow_gitops import chart
-from tests.support.apiserver import SUMMARY, ApiServer
+from tests.support import kube
+from tests.support.apiserver import SUMMARY
 
 pytestmark = pytest.mark.apiserver
 
@@ -69,18 +71,19 @@ def pod_from_template(name: str, template: Obj) -> Obj:
 
 
 @pytest.fixture(scope="module")
-def restricted_namespace(api: ApiServer) -> str:
-    api.namespace(NAMESPACE, RESTRICTED)
-    for _, template in TEMPLATES:  # ServiceAccount admission wants them to exist
-        account = template["spec"].get("serviceAccountName", "default")
-        api.ensure(
-            {
-                "apiVersion": "v1",
-                "kind": "ServiceAccount",
-                "metadata": {"name": account, "namespace": NAMESPACE},
-            }
-        )
+def restricted_namespace(api: ApiClient) -> str:
+    kube.namespace(api, NAMESPACE, RESTRICTED)
+    core = CoreV1Api(api)
+    # ServiceAccount admission wants them to exist
+    for account in {t["spec"].get("serviceAccountName", "default") for _, t in TEMPLATES} - {"default"}:
+        core.create_namespaced_service_account(NAMESPACE, {"metadata": {"name": account}})
     return NAMESPACE
+
+
+def create_dry_run(api: ApiClient, pod: Obj, namespace: str) -> tuple[int, list[str]]:
+    """Create the pod with a dry run, as its controller would; the status and the Warning headers."""
+    _, status, headers = CoreV1Api(api).create_namespaced_pod_with_http_info(namespace, pod, dry_run="All")
+    return status, headers.getlist("Warning")
 
 
 def test_there_are_pod_templates() -> None:
@@ -89,12 +92,15 @@ def test_there_are_pod_templates() -> None:
 
 @pytest.mark.parametrize(("name", "template"), TEMPLATES, ids=[t[0] for t in TEMPLATES])
 def test_pod_of_every_workload_is_admitted_under_restricted(
-    api: ApiServer, restricted_namespace: str, name: str, template: Obj
+    api: ApiClient, restricted_namespace: str, name: str, template: Obj
 ) -> None:
     pod = pod_from_template(name.rsplit("/", 1)[-1], template)
-    response = api.create(pod, restricted_namespace, dry_run=True)
-    assert response.status == 201, f"{name}: {response.status} {response.message}"
-    assert not response.warnings, response.warnings
+    try:
+        status, warnings = create_dry_run(api, pod, restricted_namespace)
+    except ApiException as error:
+        raise AssertionError(f"{name}: {error.status} {kube.message(error)}") from None
+    assert status == 201, f"{name}: {status}"
+    assert not warnings, warnings
 
 
 def non_compliant_pod() -> Obj:
@@ -108,15 +114,17 @@ def non_compliant_pod() -> Obj:
     }
 
 
-def test_a_non_compliant_pod_is_refused_by_the_enforcement(api: ApiServer, restricted_namespace: str) -> None:
-    refused = api.create(non_compliant_pod(), restricted_namespace, dry_run=True)
-    assert refused.status == 403, f"expected 403 Forbidden, got {refused.status}: {refused.message}"
-    assert 'violates PodSecurity "restricted:latest"' in refused.message, refused.message
-    assert "privileged" in refused.message
-    api.namespace(PRIVILEGED_NAMESPACE)  # no labels: the cluster default, privileged
-    admitted = api.create(non_compliant_pod(), PRIVILEGED_NAMESPACE, dry_run=True)
-    assert admitted.status == 201, f"the same pod without enforcement: {admitted.status} {admitted.message}"
+def test_a_non_compliant_pod_is_refused_by_the_enforcement(api: ApiClient, restricted_namespace: str) -> None:
+    with pytest.raises(ApiException) as refused:
+        create_dry_run(api, non_compliant_pod(), restricted_namespace)
+    said = kube.message(refused.value)
+    assert (refused.value.status, refused.value.reason) == (403, "Forbidden"), said
+    assert 'violates PodSecurity "restricted:latest"' in said, said
+    assert "privileged" in said
+    kube.namespace(api, PRIVILEGED_NAMESPACE)  # no labels: the cluster default, privileged
+    status, _ = create_dry_run(api, non_compliant_pod(), PRIVILEGED_NAMESPACE)
+    assert status == 201, f"the same pod without enforcement: {status}"
     SUMMARY.append(
         f"Pod Security restricted: {len(TEMPLATES)} pod templates admitted, a privileged pod refused "
-        f"({refused.message.split(': ', 1)[-1]})"
+        f"({said.split(': ', 1)[-1]})"
     )

@@ -8,10 +8,9 @@ run and the default admission plugins plus NodeRestriction and PodSecurity, as a
 has them. No controller runs: nothing gets a status, nothing is garbage-collected, and no
 namespace gets its `default` ServiceAccount unless a test creates it.
 
-Requests to it (tests/support/apiclient.py) are plain HTTPS (`request`), with server-side apply
-(`apply`) and dry runs as a client would send them; `install_crds` installs the CRDs
-mlflow_gitops/schemas.py generates the kubeconform schemas from (tests/support/crds.py) and waits
-until each is Established and served.
+Tests talk to it through the `kubernetes` client: `client()` is an ApiClient as the admin (or
+another bearer token), trusting the server's own CA; tests/support/kube.py adds server-side apply of
+any kind and the project's CRDs.
 """
 
 from __future__ import annotations
@@ -20,17 +19,17 @@ import os
 import shutil
 import signal
 import socket
-import ssl
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import urllib3
 import yaml
+from kubernetes.client import ApiClient, ApiException, Configuration
 
 from mlflow_gitops import apiserver_build as build  # binaries and pins
 from mlflow_gitops.child_process import die_with_parent
-from tests.support.apiclient import ApiClient, Obj, Resource
 
 BUILD_HINT = "run `make apiserver` (builds the pinned kube-apiserver and etcd into ./bin)"
 SUMMARY: list[str] = []  # lines for the end of the test run (tests/api/conftest.py prints them)
@@ -48,14 +47,12 @@ def free_port() -> int:
 
 
 @dataclass
-class ApiServer(ApiClient):
+class ApiServer:
     workdir: Path
     token: str = "test-admin-token"
     etcd_port: int = 0
     port: int = 0
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
-    crds: list[Obj] = field(default_factory=list)  # as installed and Established (install_crds)
-    _resources: dict[str, dict[str, Resource]] = field(default_factory=dict)
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -71,6 +68,14 @@ class ApiServer(ApiClient):
     @property
     def kubeconfig(self) -> Path:
         return self.workdir / "kubeconfig"
+
+    def client(self, token: str | None = "") -> ApiClient:
+        """An ApiClient with a bearer token (the admin's by default; None: anonymous)."""
+        configuration = Configuration(host=self.url, ssl_ca_cert=str(self.ca_file))
+        if token is not None:
+            configuration.api_key = {"BearerToken": token or self.token}
+            configuration.api_key_prefix = {"BearerToken": "Bearer"}
+        return ApiClient(configuration)
 
     def start(self, timeout: float = 120) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -139,11 +144,15 @@ class ApiServer(ApiClient):
                     raise RuntimeError(f"{process.args[0]} exited with {process.returncode}:\n{self.logs()}")
             if self.ca_file.exists():
                 try:
-                    response = self.request("GET", "/readyz")
+                    with self.client() as api:  # /readyz has no typed call: a plain GET through it
+                        response = api.call_api(
+                            *api.param_serialize("GET", "/readyz", auth_settings=["BearerToken"])
+                        )
+                        body = response.read().decode(errors="replace")
                     if response.status == 200:
                         return
-                    last = f"/readyz {response.status}: {response.body}"
-                except (OSError, ssl.SSLError) as error:
+                    last = f"/readyz {response.status}: {body}"
+                except (ApiException, urllib3.exceptions.HTTPError) as error:
                     last = str(error)
             time.sleep(0.5)
         raise RuntimeError(f"kube-apiserver not ready in time ({last}):\n{self.logs()}")
