@@ -1,23 +1,37 @@
-"""A small client of the node's API server, which listens only inside the node's network namespace.
+"""The node's API server through the `kubernetes` client. It listens only inside the node's network
+namespace, on nothing of the machine's own interfaces, so `NodeClient` (a kubernetes.client.ApiClient
+for the node's admin kubeconfig) opens each connection from inside it: the connecting thread joins
+the namespace (setns) for the socket's creation only and returns to its own; the socket stays in the
+namespace it was made in, so TLS, the requests and the pool's reuse of it need nothing more.
 
-Each connection is opened from inside it: the calling thread joins the namespace (setns), connects,
-and returns to its own; the socket stays in the namespace it was made in.
+    client = NodeClient(layout.kubeconfig("admin"), netns.path, run_dir / "discovery.json")
+    CoreV1Api(client).read_node("node")
+    apply(client, obj)  # server-side apply of any kind (the dynamic client)
+
+`wait_for` polls a probe with a bound and names the last state it saw.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
-import http.client
+import functools
 import json
 import os
-import ssl
+import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import urllib3
+from kubernetes import config
+from kubernetes.client import ApiClient, ApiException, Configuration
+from kubernetes.dynamic import DynamicClient
+
 CLONE_NEWNET = 0x40000000
+FIELD_MANAGER = "mlflow-node"
+APPLY_PATCH = "application/apply-patch+yaml"
 _libc = ctypes.CDLL("libc.so.6", use_errno=True)
 
 
@@ -29,6 +43,7 @@ def _setns(fd: int) -> None:
 
 @contextlib.contextmanager
 def network_namespace(path: Path) -> Iterator[None]:
+    """The calling thread inside the network namespace at `path`, back in its own afterwards."""
     own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     target = os.open(path, os.O_RDONLY)
     try:
@@ -42,114 +57,134 @@ def network_namespace(path: Path) -> Iterator[None]:
         os.close(own)
 
 
-class _Connection(http.client.HTTPSConnection):
-    def __init__(self, host: str, port: int, netns: Path, context: ssl.SSLContext, timeout: float) -> None:
-        super().__init__(host, port, context=context, timeout=timeout)
-        self._netns = netns
+def _pool_class(netns: Path) -> type[urllib3.HTTPSConnectionPool]:
+    """An HTTPS connection pool whose connections make their sockets inside `netns`."""
 
-    def connect(self) -> None:
-        with network_namespace(self._netns):
-            super().connect()
+    class Connection(urllib3.connection.HTTPSConnection):
+        def _new_conn(self) -> socket.socket:
+            with network_namespace(netns):
+                return super()._new_conn()
 
+    class Pool(urllib3.HTTPSConnectionPool):
+        ConnectionCls = Connection
 
-class ApiError(RuntimeError):
-    def __init__(self, method: str, path: str, status: int, body: Any) -> None:
-        message = body.get("message", body) if isinstance(body, dict) else body
-        super().__init__(f"{method} {path}: {status} {message}")
-        self.status = status
+    return Pool
 
 
-class Client:
-    def __init__(self, host: str, port: int, token: str, ca_file: Path, netns: Path) -> None:
-        self.host, self.port, self.token, self.ca_file, self.netns = host, port, token, ca_file, netns
+class PathRequests:
+    """Transitional: the path-based calls of the node's former hand-written client (request, get,
+    create, delete, apply, resource_path), sent through this ApiClient's own connections, for the
+    callers not yet on the typed APIs (tests/node/test_chart_network_policy.py, the External
+    Secrets work). Remove once nothing calls them."""
 
     def request(
-        self,
+        self: Any,
         method: str,
         path: str,
         body: Any = None,
         timeout: float = 30,
         content_type: str = "application/json",
     ) -> tuple[int, Any]:
-        context = ssl.create_default_context(cafile=str(self.ca_file))
-        conn = _Connection(self.host, self.port, self.netns, context, timeout)
-        headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
-        data = None
-        if body is not None:
-            data = json.dumps(body).encode()
-            headers["Content-Type"] = content_type
+        headers = {
+            "Accept": "application/json",
+            **({"Content-Type": content_type} if body is not None else {}),
+        }
+        serialized = self.param_serialize(
+            method, path, header_params=headers, body=body, auth_settings=["BearerToken"]
+        )
+        response = self.call_api(*serialized, _request_timeout=timeout)
+        raw = response.read()
         try:
-            conn.request(method, path, body=data, headers=headers)
-            response = conn.getresponse()
-            raw = response.read()
-        finally:
-            conn.close()
-        try:
-            parsed = json.loads(raw) if raw else None
+            return response.status, (json.loads(raw) if raw else None)
         except ValueError:
-            parsed = raw.decode(errors="replace")
-        return response.status, parsed
+            return response.status, raw.decode(errors="replace")
+
+    def _expect(self, method: str, path: str, body: Any, ok: tuple[int, ...], **kwargs: Any) -> Any:
+        status, answer = self.request(method, path, body, **kwargs)
+        if status not in ok:
+            raise ApiException(status=status, reason=f"{method} {path}", body=json.dumps(answer))
+        return answer
 
     def get(self, path: str) -> Any:
-        status, body = self.request("GET", path)
-        if status != 200:
-            raise ApiError("GET", path, status, body)
-        return body
+        return self._expect("GET", path, None, (200,))
 
     def create(self, obj: dict[str, Any]) -> Any:
-        """POST an object to its collection; an existing one (409) is left as it is."""
-        path = collection(obj)
-        status, body = self.request("POST", path, obj)
-        if status not in (200, 201, 409):
-            raise ApiError("POST", path, status, body)
-        return body
+        """POST to the object's collection; an existing one (409) is left as it is."""
+        return self._expect("POST", self.resource_path(obj).rsplit("/", 1)[0], obj, (200, 201, 409))
 
     def delete(self, path: str) -> None:
-        status, body = self.request("DELETE", path)
-        if status not in (200, 202, 404):
-            raise ApiError("DELETE", path, status, body)
+        self._expect("DELETE", path, None, (200, 202, 404))
 
-    def resource_path(self, obj: dict[str, Any]) -> str:
-        """The object's own path, its resource name found by discovery (CRDs' kinds too)."""
-        api_version, kind = obj["apiVersion"], obj["kind"]
-        group_path = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
-        for resource in self.get(group_path)["resources"]:
-            if resource["kind"] == kind and "/" not in resource["name"]:
-                meta = obj["metadata"]
-                scope = f"/namespaces/{meta.get('namespace', 'default')}" if resource["namespaced"] else ""
-                return f"{group_path}{scope}/{resource['name']}/{meta['name']}"
-        raise ValueError(f"the API server serves no kind {kind!r} in {api_version}")
+    def resource_path(self: Any, obj: dict[str, Any]) -> str:
+        meta, resource = obj["metadata"], resource_of(self, obj)
+        return resource.path(
+            name=meta["name"], namespace=meta.get("namespace", "default") if resource.namespaced else None
+        )
 
-    def apply(self, obj: dict[str, Any], manager: str = "mlflow-node") -> Any:
-        """Server-side apply of one object (created or updated; conflicts forced to `manager`)."""
-        path = f"{self.resource_path(obj)}?fieldManager={manager}&force=true"
-        status, body = self.request("PATCH", path, obj, content_type="application/apply-patch+yaml")
-        if status not in (200, 201):
-            raise ApiError("PATCH (apply)", path, status, body)
-        return body
+    def apply(self, obj: dict[str, Any], manager: str = FIELD_MANAGER) -> Any:
+        return apply(self, obj, manager)  # type: ignore[arg-type]
 
 
-PLURALS = {
-    "Namespace": "namespaces",
-    "ServiceAccount": "serviceaccounts",
-    "ConfigMap": "configmaps",
-    "Service": "services",
-    "Pod": "pods",
-    "Deployment": "deployments",
-    "ClusterRole": "clusterroles",
-    "ClusterRoleBinding": "clusterrolebindings",
-}
-CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding"}
+class NodeClient(PathRequests, ApiClient):
+    """An ApiClient for a kubeconfig whose connections are made inside the network namespace `netns`;
+    `dynamic` is its dynamic client, discovery cached in `discovery_cache`."""
+
+    def __init__(self, kubeconfig: Path, netns: Path, discovery_cache: Path) -> None:
+        configuration = Configuration()
+        config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
+        super().__init__(configuration)
+        self.rest_client.pool_manager.pool_classes_by_scheme = {"https": _pool_class(netns)}
+        self.discovery_cache = discovery_cache
+
+    @functools.cached_property
+    def dynamic(self) -> DynamicClient:
+        return DynamicClient(self, cache_file=str(self.discovery_cache))
+
+    def get_text(self, path: str, timeout: float = 30) -> tuple[int, str]:
+        """A plain GET of a path no typed call covers (/readyz); its status and body."""
+        serialized = self.param_serialize("GET", path, auth_settings=["BearerToken"])
+        response = self.call_api(*serialized, _request_timeout=timeout)
+        return response.status, response.read().decode(errors="replace")
 
 
-def collection(obj: dict[str, Any]) -> str:
-    kind, api_version = obj["kind"], obj["apiVersion"]
-    if kind not in PLURALS:
-        raise ValueError(f"kind {kind!r} is not one this client creates: allowed {sorted(PLURALS)}")
-    base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
-    if kind in CLUSTER_SCOPED:
-        return f"{base}/{PLURALS[kind]}"
-    return f"{base}/namespaces/{obj['metadata'].get('namespace', 'default')}/{PLURALS[kind]}"
+Client = NodeClient  # transitional: the former client's name, for the callers PathRequests serves
+
+
+def resource_of(client: NodeClient, obj: dict[str, Any]) -> Any:
+    """The dynamic client's resource of an object's kind (discovery: CRDs' kinds too)."""
+    return client.dynamic.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
+
+
+def apply(client: NodeClient, obj: dict[str, Any], manager: str = FIELD_MANAGER) -> dict[str, Any]:
+    """Server-side apply of one object of any kind (created or updated; conflicts forced to
+    `manager`); returns it as stored."""
+    resource = resource_of(client, obj)
+    namespace = obj["metadata"].get("namespace", "default") if resource.namespaced else None
+    applied = client.dynamic.server_side_apply(
+        resource, body=obj, namespace=namespace, field_manager=manager, force_conflicts=True
+    )
+    return applied.to_dict()
+
+
+def create_or_keep(create: Callable[[], object]) -> bool:
+    """Run a typed create; an object that exists already (409 Conflict) is left as it is. True when
+    it was made."""
+    try:
+        create()
+    except ApiException as error:
+        if error.status != 409:
+            raise
+        return False
+    return True
+
+
+def message(error: ApiException) -> str:
+    """`<status> <reason>: <message>` of a refusal, the message from the Status the server sent."""
+    try:
+        said = json.loads(error.body or "")["message"]
+    except (ValueError, KeyError, TypeError):
+        said = error.body
+    return f"{error.status} {error.reason}: {said}"
 
 
 def wait_for(
@@ -162,7 +197,9 @@ def wait_for(
     while time.monotonic() - started < timeout:
         try:
             done, state = probe()
-        except (OSError, ApiError, ssl.SSLError, http.client.HTTPException) as error:
+        except ApiException as error:
+            done, state = False, f"{type(error).__name__}: {message(error)}"
+        except (OSError, urllib3.exceptions.HTTPError) as error:
             done, state = False, f"{type(error).__name__}: {error}"
         if done:
             return time.monotonic() - started

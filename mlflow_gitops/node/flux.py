@@ -56,13 +56,13 @@ def crd_files() -> list[Path]:
     return files
 
 
-def install_crds(client: api.Client) -> list[str]:
-    """Apply every Flux CRD and wait until each is Established; returns their names."""
+def install_crds(client: api.NodeClient) -> list[str]:
+    """Apply every Flux CRD (server-side) and wait until each is Established; returns their names."""
     names = []
     for path in crd_files():
         for crd in yaml.safe_load_all(path.read_text()):
             if crd and crd.get("kind") == "CustomResourceDefinition":
-                client.apply(crd)
+                api.apply(client, crd)
                 names.append(crd["metadata"]["name"])
     for name in names:
         wait_established(client, name)

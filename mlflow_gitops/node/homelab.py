@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from kubernetes.client import ApiClient, CoreV1Api, StorageV1Api
 
 from mlflow_gitops.node import api, config
 from mlflow_gitops.podrunner.render import Render
@@ -128,22 +129,14 @@ def manifests(run_dir: Path, group: int | None = None) -> list[dict[str, Any]]:
     return objects
 
 
-def post(client: api.Client, path: str, obj: dict[str, Any]) -> None:
-    status, body = client.request("POST", path, obj)
-    if status not in (200, 201, 409):
-        raise api.ApiError("POST", path, status, body)
-
-
-def create_storage(client: api.Client, run_dir: Path) -> list[str]:
-    """Create the classes and volumes; returns `kind/name` of each."""
+def create_storage(client: ApiClient, run_dir: Path) -> list[str]:
+    """Create the classes and volumes (those that exist are kept); returns `kind/name` of each."""
     made = []
     for obj in manifests(run_dir):
-        path = (
-            "/apis/storage.k8s.io/v1/storageclasses"
-            if obj["kind"] == "StorageClass"
-            else "/api/v1/persistentvolumes"
-        )
-        post(client, path, obj)
+        if obj["kind"] == "StorageClass":
+            api.create_or_keep(lambda obj=obj: StorageV1Api(client).create_storage_class(obj))
+        else:
+            api.create_or_keep(lambda obj=obj: CoreV1Api(client).create_persistent_volume(obj))
         made.append(f"{obj['kind']}/{obj['metadata']['name']}")
     return made
 
@@ -170,13 +163,15 @@ def external_secrets(render_path: Path = RENDER) -> list[dict[str, Any]]:
     ]
 
 
-def create_secrets(client: api.Client, namespace: str, render_path: Path = RENDER) -> list[str]:
-    """Create the ExternalSecrets' target Secrets in `namespace`; returns a line per Secret saying
-    what was made and why."""
+def create_secrets(client: ApiClient, namespace: str, render_path: Path = RENDER) -> list[str]:
+    """Create the ExternalSecrets' target Secrets in `namespace` (those that exist are kept);
+    returns a line per Secret saying what was made and why."""
     lines = []
     for secret in external_secrets(render_path):
         secret["metadata"]["namespace"] = namespace
-        post(client, f"/api/v1/namespaces/{namespace}/secrets", secret)
+        api.create_or_keep(
+            lambda secret=secret: CoreV1Api(client).create_namespaced_secret(namespace, secret)
+        )
         keys = ", ".join(sorted(secret["data"]))
         lines.append(
             f"Secret {namespace}/{secret['metadata']['name']} ({secret['type']}; {keys}): created by the "
@@ -185,11 +180,11 @@ def create_secrets(client: api.Client, namespace: str, render_path: Path = RENDE
     return lines
 
 
-def node_labels(client: api.Client) -> dict[str, str]:
-    return client.get(f"/api/v1/nodes/{config.NODE_NAME}")["metadata"].get("labels", {})
+def node_labels(client: ApiClient) -> dict[str, str]:
+    return CoreV1Api(client).read_node(config.NODE_NAME).metadata.labels or {}
 
 
-def unmatched_node_selector(client: api.Client) -> dict[str, str]:
+def unmatched_node_selector(client: ApiClient) -> dict[str, str]:
     """The render's Cluster nodeSelector entries the node's labels do not match (empty: all match)."""
     wanted = (render().one("Cluster")["spec"].get("affinity") or {}).get("nodeSelector") or {}
     labels = node_labels(client)

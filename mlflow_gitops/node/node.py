@@ -7,11 +7,12 @@ the node is Ready and CoreDNS answers (ready replicas of its Deployment); `stop(
 and raises if a process, mount, network namespace, iptables rule or changed sysctl is left.
 
     with Node(run_dir) as node:
-        node.client.get("/api/v1/nodes")
+        CoreV1Api(node.client).list_node()  # node.client: a kubernetes ApiClient (node/api.py)
 """
 
 from __future__ import annotations
 
+import functools
 import http.client
 import os
 import shutil
@@ -20,6 +21,8 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from kubernetes.client import AppsV1Api, CoreV1Api
 
 from mlflow_gitops.node import api, build, config, dns, host, images, processes
 
@@ -49,10 +52,11 @@ class Node(processes.Started):
         self.netns = host.NetworkNamespace(f"mlflow-node-{os.getpid()}")
         self.layout = config.Layout(self.run_dir)
 
-    @property
-    def client(self) -> api.Client:
-        return api.Client(
-            host.NODE_IP, config.API_PORT, self.layout.tokens["admin"], self.layout.ca_file, self.netns.path
+    @functools.cached_property
+    def client(self) -> api.NodeClient:
+        """The node's admin through the `kubernetes` client, connected inside the node's namespace."""
+        return api.NodeClient(
+            self.layout.kubeconfig("admin"), self.netns.path, self.run_dir / "discovery.json"
         )
 
     def say(self, message: str) -> None:
@@ -145,8 +149,8 @@ class Node(processes.Started):
         def ready() -> tuple[bool, str]:
             if not self.layout.ca_file.exists():
                 return False, "no serving certificate yet"
-            status, body = self.client.request("GET", "/readyz")
-            return status == 200, f"/readyz {status}: {str(body)[:200]}"
+            status, body = self.client.get_text("/readyz")
+            return status == 200, f"/readyz {status}: {body[:200]}"
 
         self._wait("kube-apiserver /readyz", ready)
 
@@ -193,13 +197,10 @@ class Node(processes.Started):
         )
 
     def _wait_node_ready(self) -> None:
-        def ready() -> tuple[bool, str]:
-            status, body = self.client.request("GET", f"/api/v1/nodes/{config.NODE_NAME}")
-            if status != 200:
-                return False, f"GET node {status}"
-            conditions = {c["type"]: c for c in body.get("status", {}).get("conditions", [])}
-            ready = conditions.get("Ready", {})
-            return ready.get("status") == "True", f"Ready={ready.get('status')} {ready.get('message', '')}"
+        def ready() -> tuple[bool, str]:  # the node is not found until the kubelet registers it
+            found = CoreV1Api(self.client).read_node(config.NODE_NAME).status
+            ready = next((c for c in found.conditions or [] if c.type == "Ready"), None)
+            return bool(ready and ready.status == "True"), f"Ready: {ready}"
 
         self._wait(f"node {config.NODE_NAME} Ready", ready)
 
@@ -219,12 +220,11 @@ class Node(processes.Started):
 
     def _start_coredns(self) -> None:
         for obj in dns.manifests():
-            self.client.create(obj)
-        path = f"/apis/apps/v1/namespaces/{dns.NAMESPACE}/deployments/{dns.NAME}"
+            api.apply(self.client, obj)
 
         def ready() -> tuple[bool, str]:
-            status = self.client.get(path).get("status", {})
-            return status.get("readyReplicas", 0) >= 1, f"status {status}"
+            status = AppsV1Api(self.client).read_namespaced_deployment_status(dns.NAME, dns.NAMESPACE).status
+            return (status.ready_replicas or 0) >= 1, f"status {status}"
 
         self._wait("CoreDNS Deployment ready", ready)
 
@@ -255,6 +255,8 @@ class Node(processes.Started):
 
     def stop(self) -> None:
         try:
+            if (client := self.__dict__.pop("client", None)) is not None:
+                client.close()  # its pooled connections, made in the namespace about to go
             self._stop()
         finally:
             self._lock.release()

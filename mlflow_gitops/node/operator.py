@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from kubernetes.client import ApiClient, ApiException, ApiextensionsV1Api, AppsV1Api, CustomObjectsApi
 
 from mlflow_gitops import go_modules, install_postgres
 from mlflow_gitops.node import api, cnpg_images
@@ -167,13 +168,12 @@ def postgres_image() -> str:
     return cnpg_images.operand_image(default_operand_repository(), cnpg_images.operand_packages())
 
 
-def deployment_available(client: api.Client) -> tuple[bool, str]:
-    status = client.get(f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/{DEPLOYMENT}").get("status", {})
-    conditions = {c["type"]: c for c in status.get("conditions") or []}
-    available = conditions.get("Available", {})
-    return available.get(
-        "status"
-    ) == "True", f"Available={available.get('status')} {available.get('message', '')}"
+def deployment_available(client: ApiClient) -> tuple[bool, str]:
+    status = AppsV1Api(client).read_namespaced_deployment_status(DEPLOYMENT, NAMESPACE).status
+    available = next((c for c in status.conditions or [] if c.type == "Available"), None)
+    if available is None:
+        return False, "no Available condition yet"
+    return available.status == "True", f"Available={available.status} {available.message or ''}"
 
 
 def probe_cluster(namespace: str) -> dict[str, Any]:
@@ -185,23 +185,23 @@ def probe_cluster(namespace: str) -> dict[str, Any]:
     }
 
 
-def webhook_serving(client: api.Client, namespace: str = "default") -> tuple[bool, str]:
+def webhook_serving(client: ApiClient, namespace: str = "default") -> tuple[bool, str]:
     """A dry-run create of a valid Cluster: admitted only once the operator's webhooks answer."""
-    status, body = client.request(
-        "POST",
-        f"/apis/postgresql.cnpg.io/v1/namespaces/{namespace}/clusters?dryRun=All",
-        probe_cluster(namespace),
-    )
-    message = body.get("message", body) if isinstance(body, dict) else body
-    return status in (200, 201), f"dry-run create {status}: {str(message)[:300]}"
+    try:
+        CustomObjectsApi(client).create_namespaced_custom_object(
+            "postgresql.cnpg.io", "v1", namespace, "clusters", probe_cluster(namespace), dry_run="All"
+        )
+    except ApiException as error:
+        return False, f"dry-run create {api.message(error)[:300]}"
+    return True, "dry-run create admitted"
 
 
-def install(client: api.Client, postgres_image: str, timeout: float = 600) -> dict[str, float]:
+def install(client: api.NodeClient, postgres_image: str, timeout: float = 600) -> dict[str, float]:
     """Apply the manifest, wait for the Deployment Available and the webhook; returns the durations."""
     timings, started = {}, time.monotonic()
     objects, _ = overrides(postgres_image)
     for obj in objects:
-        client.apply(obj)
+        api.apply(client, obj)
         if obj["kind"] == "CustomResourceDefinition":
             wait_established(client, obj["metadata"]["name"])
     timings["operator manifest applied"] = time.monotonic() - started
@@ -214,12 +214,10 @@ def install(client: api.Client, postgres_image: str, timeout: float = 600) -> di
     return timings
 
 
-def wait_established(client: api.Client, name: str) -> None:
+def wait_established(client: ApiClient, name: str) -> None:
     def established() -> tuple[bool, str]:
-        status = client.get(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}").get(
-            "status", {}
-        )
-        conditions = {c["type"]: c["status"] for c in status.get("conditions") or []}
+        status = ApiextensionsV1Api(client).read_custom_resource_definition_status(name).status
+        conditions = {c.type: c.status for c in (status and status.conditions) or []}
         return conditions.get("Established") == "True", f"conditions {conditions}"
 
     api.wait_for(f"CRD {name} Established", established, 120, 0.5)
