@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kubernetes.client import ApiClient, ApiException, AppsV1Api, CoreV1Api, CustomObjectsApi, StorageV1Api
 
 from mlflow_gitops.node import api, cnpg_images, config, operator
 from mlflow_gitops.node.node import Node
+from tests.node import kube
 from tests.node.conftest import SUMMARY
 from tests.support.ci import unavailable
 
@@ -32,7 +34,7 @@ CLUSTER = "pg"
 STORAGE_CLASS = "cnpg-local"
 OWNER = "app"
 MAX_CONNECTIONS = "200"
-CLUSTERS = f"/apis/postgresql.cnpg.io/v1/namespaces/{DB_NAMESPACE}/clusters"
+CNPG = ("postgresql.cnpg.io", "v1")
 
 
 def timed(step: str, action: Callable[[], Any]) -> Any:
@@ -42,32 +44,22 @@ def timed(step: str, action: Callable[[], Any]) -> Any:
     return result
 
 
-def namespace(client: api.Client, name: str) -> None:
-    client.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
-
-    def service_account() -> tuple[bool, str]:  # pods are refused until the controller made it
-        status, _ = client.request("GET", f"/api/v1/namespaces/{name}/serviceaccounts/default")
-        return status == 200, f"GET serviceaccount default: {status}"
-
-    api.wait_for(f"ServiceAccount {name}/default", service_account, 120)
-
-
 def volume_path(run_dir: Path) -> Path:
     return run_dir / "volumes" / f"{CLUSTER}-1"
 
 
-def local_volume(client: api.Client, run_dir: Path) -> None:
+def local_volume(client: ApiClient, run_dir: Path) -> None:
     """A StorageClass without a provisioner and one static local PersistentVolume on the node,
     owned by PostgreSQL's uid/gid 26 as the instance pod runs."""
     path = volume_path(run_dir)
     path.mkdir(parents=True, exist_ok=True)
     os.chown(path, 26, 26)
     path.chmod(0o700)
-    client.apply({
+    StorageV1Api(client).create_storage_class({
         "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": STORAGE_CLASS},
         "provisioner": "kubernetes.io/no-provisioner", "volumeBindingMode": "WaitForFirstConsumer",
     })  # fmt: skip
-    client.apply({
+    CoreV1Api(client).create_persistent_volume({
         "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": f"{STORAGE_CLASS}-{CLUSTER}-1"},
         "spec": {
             "capacity": {"storage": "2Gi"}, "accessModes": ["ReadWriteOnce"],
@@ -117,7 +109,7 @@ def cnpg(node: Node) -> Iterator[dict[str, str]]:
     SUMMARY.extend(f"cnpg: manifest override: {change}" for change in changes)
     timings = operator.install(node.client, operator.postgres_image())
     SUMMARY.extend(f"cnpg: {step}: {seconds:.1f} s" for step, seconds in timings.items())
-    namespace(node.client, DB_NAMESPACE)
+    kube.namespace(node.client, DB_NAMESPACE)
     yield sizes
     timed("Cluster deleted, its volume removed", lambda: remove_cluster(node))
 
@@ -125,11 +117,12 @@ def cnpg(node: Node) -> Iterator[dict[str, str]]:
 def remove_cluster(node: Node) -> None:
     """Delete the Cluster, wait for the operator's pods to go, remove the local volume's data (the
     node's stop keeps only the logs of its run directory)."""
-    node.client.delete(f"{CLUSTERS}/{CLUSTER}")
-    pods = f"/api/v1/namespaces/{DB_NAMESPACE}/pods?labelSelector=cnpg.io/cluster={CLUSTER}"
+    CustomObjectsApi(node.client).delete_namespaced_custom_object(*CNPG, DB_NAMESPACE, "clusters", CLUSTER)
+    core = CoreV1Api(node.client)
 
     def gone() -> tuple[bool, str]:
-        names = [p["metadata"]["name"] for p in node.client.get(pods)["items"]]
+        found = core.list_namespaced_pod(DB_NAMESPACE, label_selector=f"cnpg.io/cluster={CLUSTER}").items
+        names = [p.metadata.name for p in found]
         return not names, f"pods {names}"
 
     api.wait_for(f"Cluster {CLUSTER}'s pods deleted", gone, 300)
@@ -139,10 +132,10 @@ def remove_cluster(node: Node) -> None:
 def test_operator_from_the_release_manifest_is_available(node: Node, cnpg: dict[str, str]) -> None:
     done, state = operator.deployment_available(node.client)
     assert done, state
-    path = f"/apis/apps/v1/namespaces/{operator.NAMESPACE}/deployments/{operator.DEPLOYMENT}"
-    container = node.client.get(path)["spec"]["template"]["spec"]["containers"][0]
+    deployment = AppsV1Api(node.client).read_namespaced_deployment(operator.DEPLOYMENT, operator.NAMESPACE)
+    container = deployment.spec.template.spec.containers[0]
     assert (
-        container["image"]
+        container.image
         == operator.operator_image()
         == f"ghcr.io/cloudnative-pg/cloudnative-pg:{operator.version()[1:]}"
     )
@@ -151,9 +144,12 @@ def test_operator_from_the_release_manifest_is_available(node: Node, cnpg: dict[
 def test_webhook_rejects_a_cluster_setting_a_fixed_parameter(node: Node, cnpg: dict[str, str]) -> None:
     # `instances: 0` never reaches the webhook: the CRD's schema (minimum 1) refuses it first.
     # `port` is one of the parameters only the operator's webhook guards.
-    status, body = node.client.request("POST", CLUSTERS, cluster({"port": "5433"}, name="bad-port"))
-    message = body.get("message", "") if isinstance(body, dict) else str(body)
-    assert status in (400, 403, 422), f"{status}: {message}"
+    with pytest.raises(ApiException) as refused:
+        CustomObjectsApi(node.client).create_namespaced_custom_object(
+            *CNPG, DB_NAMESPACE, "clusters", cluster({"port": "5433"}, name="bad-port")
+        )
+    message = api.message(refused.value)
+    assert refused.value.status in (400, 403, 422), message
     assert 'admission webhook "vcluster.cnpg.io" denied the request' in message, message
     assert "Can't set fixed configuration parameter" in message and "port" in message, message
 
@@ -162,48 +158,48 @@ def test_cluster_becomes_healthy_and_a_pod_in_another_namespace_queries_it_throu
     node: Node, cnpg: dict[str, str]
 ) -> None:
     client, password = node.client, secrets.token_hex(16)
+    core, custom = CoreV1Api(client), CustomObjectsApi(client)
     local_volume(client, node.run_dir)
-    client.apply(owner_secret(DB_NAMESPACE, password))
-    client.apply(cluster({"max_connections": MAX_CONNECTIONS}))
+    core.create_namespaced_secret(DB_NAMESPACE, owner_secret(DB_NAMESPACE, password))
+    custom.create_namespaced_custom_object(
+        *CNPG, DB_NAMESPACE, "clusters", cluster({"max_connections": MAX_CONNECTIONS})
+    )
 
     def healthy() -> tuple[bool, str]:
-        status = client.get(f"{CLUSTERS}/{CLUSTER}").get("status", {})
+        status = custom.get_namespaced_custom_object_status(*CNPG, DB_NAMESPACE, "clusters", CLUSTER).get(
+            "status", {}
+        )
         phase, ready = status.get("phase"), status.get("readyInstances", 0)
         return phase == "Cluster in healthy state" and ready == 1, f"phase {phase!r}, readyInstances {ready}"
 
     timed("Cluster created -> healthy", lambda: api.wait_for(f"Cluster {CLUSTER} healthy", healthy, 900, 2))
-    pods = client.get(f"/api/v1/namespaces/{DB_NAMESPACE}/pods?labelSelector=cnpg.io/cluster={CLUSTER}")[
-        "items"
-    ]
+    pods = core.list_namespaced_pod(DB_NAMESPACE, label_selector=f"cnpg.io/cluster={CLUSTER}").items
     for pod in pods:
-        restarts = sum(s.get("restartCount", 0) for s in pod["status"].get("containerStatuses", []))
-        SUMMARY.append(f"cnpg: pod {pod['metadata']['name']}: {pod['status']['phase']}, {restarts} restarts")
-    instance = next(p for p in pods if p["metadata"]["name"] == f"{CLUSTER}-1")
+        restarts = sum(s.restart_count for s in pod.status.container_statuses or [])
+        SUMMARY.append(f"cnpg: pod {pod.metadata.name}: {pod.status.phase}, {restarts} restarts")
+    instance = next(p for p in pods if p.metadata.name == f"{CLUSTER}-1")
     # PostgreSQL from the operand image the operator's configuration names; the instance manager
     # copied in by the bootstrap-controller init container from the operator's own image.
-    images = {
-        c["name"]: c["image"] for c in instance["spec"]["containers"] + instance["spec"]["initContainers"]
-    }
+    images = {c.name: c.image for c in instance.spec.containers + instance.spec.init_containers}
     assert images == {
         "postgres": operator.postgres_image(),
         "bootstrap-controller": operator.operator_image(),
     }
     # ... under the security context CloudNativePG sets: uid/gid 26, read-only root filesystem
-    postgres = next(c for c in instance["spec"]["containers"] if c["name"] == "postgres")
-    pod_context, context = instance["spec"]["securityContext"], postgres["securityContext"]
-    assert (pod_context["runAsUser"], pod_context["runAsGroup"]) == (cnpg_images.POSTGRES_UID,) * 2, (
-        pod_context
-    )
-    assert context["readOnlyRootFilesystem"] and context["capabilities"]["drop"] == ["ALL"], context
-    status = client.get(f"{CLUSTERS}/{CLUSTER}")["status"]
+    postgres = next(c for c in instance.spec.containers if c.name == "postgres")
+    pod_context, context = instance.spec.security_context, postgres.security_context
+    assert (pod_context.run_as_user, pod_context.run_as_group) == (cnpg_images.POSTGRES_UID,) * 2, pod_context
+    assert context.read_only_root_filesystem and context.capabilities.drop == ["ALL"], context
+    status = custom.get_namespaced_custom_object_status(*CNPG, DB_NAMESPACE, "clusters", CLUSTER)["status"]
     image_info = status.get("pgDataImageInfo", {})
     SUMMARY.append(f"cnpg: Cluster status image {status.get('image')}, pgDataImageInfo {image_info}")
     assert image_info.get("majorVersion") == cnpg_images.PG_MAJOR, f"the operator derived {image_info}"
 
-    namespace(client, CLIENT_NAMESPACE)
-    client.apply(owner_secret(CLIENT_NAMESPACE, password))  # what the client's own secret store would hold
+    kube.namespace(client, CLIENT_NAMESPACE)
+    # what the client's own secret store would hold
+    core.create_namespaced_secret(CLIENT_NAMESPACE, owner_secret(CLIENT_NAMESPACE, password))
     service = f"{CLUSTER}-rw.{DB_NAMESPACE}.svc"
-    cluster_ip = client.get(f"/api/v1/namespaces/{DB_NAMESPACE}/services/{CLUSTER}-rw")["spec"]["clusterIP"]
+    cluster_ip = core.read_namespaced_service(f"{CLUSTER}-rw", DB_NAMESPACE).spec.cluster_ip
     script = f"""
 for attempt in $(seq 60); do
   address=$(getent hosts {service} | cut -d' ' -f1)
@@ -218,7 +214,7 @@ echo "address=$address attempts=$attempt server=$server answer=$answer" | tee /d
         "name": "PGPASSWORD",
         "valueFrom": {"secretKeyRef": {"name": f"{OWNER}-owner", "key": "password"}},
     }
-    client.apply({
+    core.create_namespaced_pod(CLIENT_NAMESPACE, {
         "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "psql", "namespace": CLIENT_NAMESPACE},
         "spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": 1, "containers": [{
             "name": "psql", "image": operator.postgres_image(), "imagePullPolicy": "IfNotPresent",
@@ -226,20 +222,13 @@ echo "address=$address attempts=$attempt server=$server answer=$answer" | tee /d
             "terminationMessagePolicy": "FallbackToLogsOnError",
         }]},
     })  # fmt: skip
-    pod_path = f"/api/v1/namespaces/{CLIENT_NAMESPACE}/pods/psql"
-
-    def finished() -> tuple[bool, str]:
-        status = client.get(pod_path).get("status", {})
-        return status.get("phase") in ("Succeeded", "Failed"), f"phase {status.get('phase')}"
-
-    timed(
+    psql = timed(
         "client pod connected through the -rw Service",
-        lambda: api.wait_for("pod psql finished", finished, 300),
+        lambda: kube.finished_pod(client, CLIENT_NAMESPACE, "psql", 300),
     )
-    status = client.get(pod_path)["status"]
-    message = status["containerStatuses"][0]["state"]["terminated"].get("message", "").strip()
+    message = kube.termination_message(psql)
     SUMMARY.append(f"cnpg: client pod: {message}")
-    assert status["phase"] == "Succeeded", f"client pod {status['phase']}: {message}"
+    assert psql.status.phase == "Succeeded", f"client pod {psql.status.phase}: {message}"
     assert f"address={cluster_ip} " in message, (
         f"{service} should resolve to the Service's IP {cluster_ip}: {message}"
     )

@@ -20,19 +20,21 @@ import copy
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from kubernetes.client import ApiClient, AppsV1Api, CoreV1Api, CustomObjectsApi
 
 from mlflow_gitops import chart
 from mlflow_gitops.node import addons, api, flux, gobuild, homelab, operator, render_images
 from mlflow_gitops.node.node import Node
 from mlflow_gitops.podrunner.base import NAMESPACE
 from mlflow_gitops.versions import ROOT
+from tests.node import kube
 from tests.node.conftest import SUMMARY
 from tests.support.ci import unavailable
 
@@ -42,9 +44,13 @@ OVERRIDES = Path(__file__).with_name("lab-overrides.yaml")
 REPOSITORY = yaml.safe_load((ROOT / "deploy" / "repository" / "repository.yaml").read_text())["data"]
 KS = yaml.safe_load((ROOT / "deploy" / "flux" / "ks.yaml").read_text())
 SOURCE, CHART_SOURCE, LAB_VALUES = "mlflow-gitops", "mlflow-chart", "mlflow-lab-overrides"
-GITREPOS = f"/apis/source.toolkit.fluxcd.io/v1/namespaces/{NAMESPACE}/gitrepositories"
-HELMRELEASES = f"/apis/helm.toolkit.fluxcd.io/v2/namespaces/{NAMESPACE}/helmreleases"
-KUSTOMIZATION = f"/apis/kustomize.toolkit.fluxcd.io/v1/namespaces/{KS['metadata']['namespace']}/kustomizations/{KS['metadata']['name']}"  # fmt: skip
+# (group, version, namespace, plural) of the objects read back, for CustomObjectsApi
+GITREPOS = ("source.toolkit.fluxcd.io", "v1", NAMESPACE, "gitrepositories")
+HELMCHARTS = ("source.toolkit.fluxcd.io", "v1", NAMESPACE, "helmcharts")
+HELMRELEASES = ("helm.toolkit.fluxcd.io", "v2", NAMESPACE, "helmreleases")
+KUSTOMIZATIONS = ("kustomize.toolkit.fluxcd.io", "v1", KS["metadata"]["namespace"], "kustomizations")
+CLUSTERS = ("postgresql.cnpg.io", "v1", NAMESPACE, "clusters")
+Ref = tuple[str, str, str, str]
 
 
 def lab_patches(git_url: str) -> list[dict[str, Any]]:
@@ -100,13 +106,15 @@ def conditions(obj: dict[str, Any]) -> dict[str, str]:
     return {c["type"]: f"{c['status']} {c.get('reason', '')}: {c.get('message', '')[:300]}" for c in obj.get("status", {}).get("conditions", [])}  # fmt: skip
 
 
+def read(client: ApiClient, ref: Ref, name: str) -> dict[str, Any]:
+    return CustomObjectsApi(client).get_namespaced_custom_object(*ref, name)
+
+
 def ready(
-    client: api.Client, path: str, revision: str | None = None, flux_object: bool = True
+    client: ApiClient, ref: Ref, name: str, revision: str | None = None, flux_object: bool = True
 ) -> tuple[bool, str]:
     """Ready=True; for Flux's objects also for their latest generation (and at `revision`)."""
-    status, body = client.request("GET", path)
-    if status != 200:
-        return False, f"GET {status}"
+    body = read(client, ref, name)
     found = conditions(body)
     latest = not flux_object or body["status"].get("observedGeneration") == body["metadata"]["generation"]
     done = found.get("Ready", "").startswith("True") and latest
@@ -127,18 +135,21 @@ class Delivery:
     revision: str  # what Flux reports for the commit: <branch>@sha1:<hash>
     patches: list[dict[str, Any]]
 
-    def wait(
-        self, step: str, path: str, timeout: float, revision: str | None = None, probe=None
-    ) -> dict[str, Any]:
-        client = self.node.client
-        probe = probe or (lambda: ready(client, path, revision))
+    def wait(self, step: str, probe: Callable[[], tuple[bool, str]], timeout: float) -> None:
+        """Until `probe` is done; on a timeout the controllers' state, logs and the last Git requests."""
         try:
             timed(step, lambda: api.wait_for(step, probe, timeout, 2))
         except TimeoutError as error:
             dead = {k: v for k, v in self.controllers.alive().items() if v is not None}
             logs = "\n".join(self.controllers.tail(name, 15) for name in flux.CONTROLLERS)
             raise AssertionError(f"{error}\nexited: {dead}\n{logs}\ngit: {self.git_server.requests[-5:]}") from error  # fmt: skip
-        return client.get(path)
+
+    def ready(
+        self, step: str, ref: Ref, name: str, timeout: float, revision: str | None = None
+    ) -> dict[str, Any]:
+        """Until the Flux object is Ready at its latest generation (and `revision`); returns it."""
+        self.wait(step, lambda: ready(self.node.client, ref, name, revision), timeout)
+        return read(self.node.client, ref, name)
 
 
 def kustomize_build(directory: Path) -> list[dict[str, Any]]:
@@ -163,28 +174,27 @@ def remove(node: Node, controllers: flux.Controllers) -> None:
     namespace, and the volumes its claims left Released (with their data), so a later install on
     the same node starts from empty volumes."""
     client = node.client
-    client.delete(KUSTOMIZATION)
-
-    def gone(path: str):
-        return lambda: (client.request("GET", path)[0] == 404, f"{path} still there")
-
-    api.wait_for("Kustomization deleted", gone(KUSTOMIZATION), 900, 2)
-    client.delete(f"{GITREPOS}/{CHART_SOURCE}")
-    api.wait_for("GitRepository deleted", gone(f"{GITREPOS}/{CHART_SOURCE}"), 300, 2)
+    core, custom = CoreV1Api(client), CustomObjectsApi(client)
+    name = KS["metadata"]["name"]
+    kube.absent(lambda: custom.delete_namespaced_custom_object(*KUSTOMIZATIONS, name))
+    kube.wait_deleted("Kustomization", lambda: read(client, KUSTOMIZATIONS, name), 900, 2)
+    kube.absent(lambda: custom.delete_namespaced_custom_object(*GITREPOS, CHART_SOURCE))
+    kube.wait_deleted("GitRepository", lambda: read(client, GITREPOS, CHART_SOURCE), 300, 2)
     controllers.stop()
-    for kind in ("gitrepositories", "helmcharts", "helmreleases"):  # left by a failed step: unblock
-        group = "helm.toolkit.fluxcd.io/v2" if kind == "helmreleases" else "source.toolkit.fluxcd.io/v1"
-        for obj in client.get(f"/apis/{group}/namespaces/{NAMESPACE}/{kind}")["items"]:
-            path = f"/apis/{group}/namespaces/{NAMESPACE}/{kind}/{obj['metadata']['name']}"
-            client.request("PATCH", path, {"metadata": {"finalizers": None}}, content_type="application/merge-patch+json")  # fmt: skip
-    client.delete(f"/api/v1/namespaces/{NAMESPACE}")
-    api.wait_for(f"namespace {NAMESPACE} deleted", gone(f"/api/v1/namespaces/{NAMESPACE}"), 600, 2)
-    for pv in client.get("/api/v1/persistentvolumes")["items"]:
-        if pv["spec"].get("claimRef", {}).get("namespace") == NAMESPACE:
-            client.delete(f"/api/v1/persistentvolumes/{pv['metadata']['name']}")
-            path = pv["spec"].get("local", pv["spec"].get("hostPath", {})).get("path")
-            if path:
-                shutil.rmtree(path, ignore_errors=True)
+    for ref in (GITREPOS, HELMCHARTS, HELMRELEASES):  # left by a failed step: unblock
+        for obj in custom.list_namespaced_custom_object(*ref)["items"]:
+            custom.patch_namespaced_custom_object(
+                *ref, obj["metadata"]["name"], {"metadata": {"finalizers": None}},
+                _content_type="application/merge-patch+json",
+            )  # fmt: skip
+    kube.absent(lambda: core.delete_namespace(NAMESPACE))
+    kube.wait_deleted(f"namespace {NAMESPACE}", lambda: core.read_namespace(NAMESPACE), 600, 2)
+    for pv in core.list_persistent_volume().items:
+        if pv.spec.claim_ref and pv.spec.claim_ref.namespace == NAMESPACE:
+            core.delete_persistent_volume(pv.metadata.name)
+            source = pv.spec.local or pv.spec.host_path
+            if source and source.path:
+                shutil.rmtree(source.path, ignore_errors=True)
     homelab.create_storage(client, node.run_dir)  # the deleted volumes again, empty
 
 
@@ -228,21 +238,21 @@ def test_the_git_repository_of_the_entry_point_is_ready_at_the_served_commit(del
     objects = kustomize_build(checkout)  # the entry point at the commit, as Flux builds it
     (namespace,) = [obj for obj in objects if obj["kind"] == "Namespace"]
     (source,) = [obj for obj in objects if obj["kind"] == "GitRepository"]
-    client.apply(namespace)
+    api.apply(client, namespace)
     for line in homelab.create_secrets(client, NAMESPACE):
         SUMMARY.append(f"flux: {line}")
-    client.apply({
+    api.apply(client, {
         "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": LAB_VALUES, "namespace": NAMESPACE},
         "data": {"values.yaml": OVERRIDES.read_text()},
     })  # fmt: skip
-    client.apply({
+    api.apply(client, {
         "apiVersion": source["apiVersion"], "kind": "GitRepository",
         "metadata": {"name": CHART_SOURCE, "namespace": NAMESPACE},
         "spec": {"interval": "1h", "url": server.url(f"{CHART_SOURCE}.git"), "ref": {"branch": "main"}},
     })  # fmt: skip
-    delivery.wait("upstream chart GitRepository Ready", f"{GITREPOS}/{CHART_SOURCE}", 300)
-    client.apply(patched(source, delivery.patches))
-    found = delivery.wait("GitRepository Ready", f"{GITREPOS}/{SOURCE}", 300, delivery.revision)
+    delivery.ready("upstream chart GitRepository Ready", GITREPOS, CHART_SOURCE, 300)
+    api.apply(client, patched(source, delivery.patches))
+    found = delivery.ready("GitRepository Ready", GITREPOS, SOURCE, 300, delivery.revision)
     assert found["status"]["artifact"]["revision"] == delivery.revision, found["status"]
     assert [i["repository"]["name"] for i in found["spec"]["include"]] == [CHART_SOURCE]
     SUMMARY.append(f"flux: GitRepository {SOURCE}: {delivery.revision}; git requests {len(server.requests)}")
@@ -256,16 +266,20 @@ def test_the_kustomization_of_the_root_entry_point_delivers_a_ready_helmrelease_
     ks["spec"]["patches"] = [
         {"target": p["target"], "patch": yaml.safe_dump(p["patch"])} for p in delivery.patches
     ]
-    client.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ks["metadata"]["namespace"]}})
-    client.apply(ks)
-    release = delivery.wait("HelmRelease Ready", f"{HELMRELEASES}/mlflow", 1500)
+    api.apply(
+        client, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ks["metadata"]["namespace"]}}
+    )
+    api.apply(client, ks)
+    release = delivery.ready("HelmRelease Ready", HELMRELEASES, "mlflow", 1500)
     assert [v["name"] for v in release["spec"]["valuesFrom"]][-1] == LAB_VALUES, release["spec"]["valuesFrom"]
     assert release["spec"]["valuesFrom"][0]["name"].startswith("mlflow-values-"), release["spec"][
         "valuesFrom"
     ]
     history = release["status"].get("history", [{}])[0]
     SUMMARY.append(f"flux: HelmRelease mlflow: chart {history.get('chartName')} {history.get('chartVersion')}, {history.get('status')}")  # fmt: skip
-    found = delivery.wait("Kustomization Ready", KUSTOMIZATION, 900, delivery.revision)
+    found = delivery.ready(
+        "Kustomization Ready", KUSTOMIZATIONS, KS["metadata"]["name"], 900, delivery.revision
+    )
     assert found["status"]["lastAppliedRevision"] == delivery.revision, found["status"]
     inventory = sorted(e["id"] for e in found["status"].get("inventory", {}).get("entries", []))
     SUMMARY.append(f"flux: Kustomization applied {inventory}")
@@ -273,18 +287,16 @@ def test_the_kustomization_of_the_root_entry_point_delivers_a_ready_helmrelease_
         "_mlflow-values-" in i for i in inventory
     )
 
-    server = f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/mlflow"
+    apps = AppsV1Api(client)
 
     def deployment_ready() -> tuple[bool, str]:
-        body = client.get(server)
-        return body.get("status", {}).get("readyReplicas", 0) >= body["spec"][
-            "replicas"
-        ], f"{body.get('status')}"
+        found = apps.read_namespaced_deployment("mlflow", NAMESPACE)
+        return (found.status.ready_replicas or 0) >= found.spec.replicas, f"{found.status}"
 
-    deployment = delivery.wait("MLflow Deployment ready", server, 600, probe=deployment_ready)
-    assert deployment["metadata"]["labels"].get("helm.toolkit.fluxcd.io/name") == "mlflow"
-    image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+    delivery.wait("MLflow Deployment ready", deployment_ready, 600)
+    deployment = apps.read_namespaced_deployment("mlflow", NAMESPACE)
+    assert (deployment.metadata.labels or {}).get("helm.toolkit.fluxcd.io/name") == "mlflow"
+    image = deployment.spec.template.spec.containers[0].image
     assert image.endswith(render_images.reference("mlflow").removeprefix("docker.io/")), image
     cluster = homelab.render().one("Cluster")["metadata"]["name"]
-    path = f"/apis/postgresql.cnpg.io/v1/namespaces/{NAMESPACE}/clusters/{cluster}"
-    delivery.wait("Cluster Ready", path, 600, probe=lambda: ready(client, path, flux_object=False))
+    delivery.wait("Cluster Ready", lambda: ready(client, CLUSTERS, cluster, flux_object=False), 600)

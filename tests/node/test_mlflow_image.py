@@ -21,11 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kubernetes.client import ApiClient, CoreV1Api, V1Pod
 
 from mlflow_gitops.node import api, build, homelab, render_images
 from mlflow_gitops.node.node import Node
 from mlflow_gitops.podrunner.base import NAMESPACE
 from mlflow_gitops.podrunner.render import Render
+from tests.node import kube
 from tests.node.conftest import SUMMARY
 
 pytestmark = pytest.mark.node
@@ -42,29 +44,11 @@ def timed(step: str, action):
     return result
 
 
-def create(client: api.Client, obj: dict[str, Any], namespace: str) -> None:
+def create(client: api.NodeClient, obj: dict[str, Any], namespace: str) -> None:
+    """A rendered object in `namespace` (server-side apply: the render's kinds, whichever they are)."""
     obj = copy.deepcopy(obj)
     obj["metadata"]["namespace"] = namespace
-    if obj["kind"] in api.PLURALS:
-        client.create(obj)
-    else:
-        homelab.post(client, f"/api/v1/namespaces/{namespace}/{obj['kind'].lower()}s", obj)
-
-
-def namespace(client: api.Client, name: str) -> None:
-    client.create(
-        {
-            "apiVersion": "v1",
-            "kind": "Namespace",
-            "metadata": {"name": name, "labels": {"purpose": "node-test"}},
-        }
-    )
-
-    def service_account() -> tuple[bool, str]:  # pods are refused until the controller made it
-        status, _ = client.request("GET", f"/api/v1/namespaces/{name}/serviceaccounts/default")
-        return status == 200, f"GET serviceaccount default: {status}"
-
-    api.wait_for(f"ServiceAccount default in {name}", service_account, 120)
+    api.apply(client, obj)
 
 
 def server_deployment(render: Render) -> dict[str, Any]:
@@ -84,36 +68,27 @@ def server_deployment(render: Render) -> dict[str, Any]:
     return deployment
 
 
-def pod_status(client: api.Client, namespace: str, name: str) -> dict[str, Any]:
-    return client.get(f"/api/v1/namespaces/{namespace}/pods/{name}").get("status", {})
-
-
-def server_pod(client: api.Client) -> dict[str, Any] | None:
-    pods = client.get(f"/api/v1/namespaces/{NAMESPACE}/pods?labelSelector=app%3Dmlflow")["items"]
+def server_pod(client: ApiClient) -> V1Pod | None:
+    pods = CoreV1Api(client).list_namespaced_pod(NAMESPACE, label_selector="app=mlflow").items
     return pods[0] if pods else None
 
 
-def describe(client: api.Client, namespace: str) -> str:
-    events = client.get(f"/api/v1/namespaces/{namespace}/events")["items"]
-    return "\n".join(
-        f"{e['involvedObject']['name']}: {e['reason']}: {e.get('message', '')}" for e in events[-15:]
-    )
+def describe(client: ApiClient, namespace: str) -> str:
+    events = CoreV1Api(client).list_namespaced_event(namespace).items
+    return "\n".join(f"{e.involved_object.name}: {e.reason}: {e.message or ''}" for e in events[-15:])
 
 
 @pytest.fixture
 def namespaces_removed_after(node: Node):
     """The test's namespaces are deleted afterwards (the chart's own install uses `mlflow` too)."""
     yield
-    client = node.client
+    core = CoreV1Api(node.client)
     for name in (CLIENT_NAMESPACE, NAMESPACE):
-        client.delete(f"/api/v1/namespaces/{name}")
+        api.create_or_keep(lambda name=name: core.delete_namespace(name))  # (absent: nothing to do)
     for name in (CLIENT_NAMESPACE, NAMESPACE):
-
-        def gone(name: str = name) -> tuple[bool, str]:
-            status, body = client.request("GET", f"/api/v1/namespaces/{name}")
-            return status == 404, f"GET namespace {name}: {status} {str(body)[:200]}"
-
-        api.wait_for(f"namespace {name} deleted", gone, 300)
+        api.wait_for(
+            f"namespace {name} deleted", lambda name=name: kube.gone(lambda: core.read_namespace(name)), 300
+        )
 
 
 def test_render_images_are_imported_under_the_render_references(node: Node) -> None:
@@ -144,9 +119,10 @@ def test_server_writes_artifacts_as_uid_1001_group_568_on_nfs_slow_and_a_client_
     node: Node, namespaces_removed_after: None
 ) -> None:
     client, render = node.client, Render.load(homelab.RENDER)
+    core = CoreV1Api(client)
     made = timed("storage classes and volumes", lambda: homelab.create_storage(client, node.run_dir))
     SUMMARY.append(f"storage: {', '.join(made)}")
-    namespace(client, NAMESPACE)
+    kube.namespace(client, NAMESPACE, {"purpose": "node-test"})
     for line in homelab.create_secrets(client, NAMESPACE):
         print(line)
         SUMMARY.append(line)
@@ -157,15 +133,18 @@ def test_server_writes_artifacts_as_uid_1001_group_568_on_nfs_slow_and_a_client_
     claim = render.one("PersistentVolumeClaim")
     assert claim["spec"]["storageClassName"] == homelab.storage_classes()[1].name
     create(client, claim, NAMESPACE)
-    claim_path = f"/api/v1/namespaces/{NAMESPACE}/persistentvolumeclaims/{claim['metadata']['name']}"
 
     def bound() -> tuple[bool, str]:
-        status = client.get(claim_path).get("status", {})
-        return status.get("phase") == "Bound", f"phase {status.get('phase')}"
+        phase = core.read_namespaced_persistent_volume_claim_status(
+            claim["metadata"]["name"], NAMESPACE
+        ).status.phase
+        return phase == "Bound", f"phase {phase}"
 
     timed("artifact claim Bound", lambda: api.wait_for("artifact claim Bound", bound, 120))
-    volume = client.get(f"/api/v1/persistentvolumes/{client.get(claim_path)['spec']['volumeName']}")
-    export = Path(volume["spec"]["hostPath"]["path"])
+    bound_to = core.read_namespaced_persistent_volume_claim(
+        claim["metadata"]["name"], NAMESPACE
+    ).spec.volume_name
+    export = Path(core.read_persistent_volume(bound_to).spec.host_path.path)
     stat = export.stat()
     assert (stat.st_uid, stat.st_gid, stat.st_mode & 0o7777) == (0, homelab.nfs_group(), 0o2775)
     (export / STALE_UPLOAD).write_bytes(b"partial")
@@ -177,11 +156,9 @@ def test_server_writes_artifacts_as_uid_1001_group_568_on_nfs_slow_and_a_client_
         pod = server_pod(client)
         if pod is None:
             return False, "no pod yet"
-        status = pod.get("status", {})
-        conditions = {c["type"]: c["status"] for c in status.get("conditions", [])}
-        return conditions.get(
-            "Ready"
-        ) == "True", f"phase {status.get('phase')} {conditions} {status.get('containerStatuses')}"
+        return kube.ready(
+            pod
+        ), f"phase {pod.status.phase} {pod.status.conditions} {pod.status.container_statuses}"
 
     try:
         timed("MLflow server pod Ready", lambda: api.wait_for("MLflow server Ready", ready, 600))
@@ -189,16 +166,16 @@ def test_server_writes_artifacts_as_uid_1001_group_568_on_nfs_slow_and_a_client_
         raise AssertionError(f"{error}\n{describe(client, NAMESPACE)}\n{node.tail('kubelet')}") from error
     pod = server_pod(client)
     assert pod is not None
-    (status,) = pod["status"]["containerStatuses"]
+    (status,) = pod.status.container_statuses
     rendered = render.one("Deployment")["spec"]["template"]["spec"]["containers"][0]
-    assert pod["spec"]["containers"][0]["image"] == rendered["image"]
-    assert pod["spec"]["containers"][0]["imagePullPolicy"] == rendered["imagePullPolicy"]
-    assert status["image"] == render_images.reference("mlflow"), status
-    assert status["restartCount"] == 0, status
+    assert pod.spec.containers[0].image == rendered["image"]
+    assert pod.spec.containers[0].image_pull_policy == rendered["imagePullPolicy"]
+    assert status.image == render_images.reference("mlflow"), status
+    assert status.restart_count == 0, status
     assert not (export / STALE_UPLOAD).exists(), "the busybox init container left the partial upload"
 
     # The render's helm-test pod and its script, from another namespace, through the Service's name.
-    namespace(client, CLIENT_NAMESPACE)
+    kube.namespace(client, CLIENT_NAMESPACE, {"purpose": "node-test"})
     smoke_pod = copy.deepcopy(render.one("Pod"))
     create(
         client,
@@ -207,24 +184,16 @@ def test_server_writes_artifacts_as_uid_1001_group_568_on_nfs_slow_and_a_client_
     )
     create(client, smoke_pod, CLIENT_NAMESPACE)
     name = smoke_pod["metadata"]["name"]
-
-    def finished() -> tuple[bool, str]:
-        phase = pod_status(client, CLIENT_NAMESPACE, name).get("phase")
-        return phase in ("Succeeded", "Failed"), f"phase {phase}"
-
     try:
-        timed(
+        smoke = timed(
             "client pod logged and read back a run",
-            lambda: api.wait_for("client pod finished", finished, 600),
+            lambda: kube.finished_pod(client, CLIENT_NAMESPACE, name, 600),
         )
     except TimeoutError as error:
         raise AssertionError(f"{error}\n{describe(client, CLIENT_NAMESPACE)}") from error
-    status = pod_status(client, CLIENT_NAMESPACE, name)
-    log_status, message = client.request("GET", f"/api/v1/namespaces/{CLIENT_NAMESPACE}/pods/{name}/log")
-    assert log_status == 200, f"pods/log of {name}: {log_status} {message}"
-    message = str(message)
+    message = core.read_namespaced_pod_log(name, CLIENT_NAMESPACE)  # pods/log: the kubelet's answer
     SUMMARY.append(f"client pod ({CLIENT_NAMESPACE}): {' '.join(message.strip().splitlines()[-1:])}")
-    assert status["phase"] == "Succeeded", f"client pod {status['phase']}: {message}"
+    assert smoke.status.phase == "Succeeded", f"client pod {smoke.status.phase}: {message}"
     run_id = re.search(r"OK: run (\w+)", message)
     assert run_id, message
 

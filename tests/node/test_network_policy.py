@@ -12,11 +12,13 @@ from __future__ import annotations
 import time
 
 import pytest
+from kubernetes.client import CoreV1Api, NetworkingV1Api
 
 from mlflow_gitops.node import api
 from mlflow_gitops.node.images import image_ref
 from mlflow_gitops.node.kube_router import KubeRouter
 from mlflow_gitops.node.node import Node
+from tests.node import kube
 from tests.node.conftest import SUMMARY
 
 pytestmark = pytest.mark.node
@@ -26,7 +28,6 @@ POLICY = "web-from-allowed"
 BODY = "policy-test-web"
 PORT = 8080
 ATTEMPTS = 10  # a refused client tries this often, 2 s timeout and 1 s apart, before it gives up
-PODS = f"/api/v1/namespaces/{NAMESPACE}/pods"
 
 
 def busybox_pod(name: str, labels: dict[str, str], script: str, restart: str, **extra) -> dict:
@@ -80,43 +81,33 @@ for attempt in $(seq {ATTEMPTS}); do
 done
 echo "reached=$reached attempts=$attempt" | tee /dev/termination-log
 """
-    client = node.client
-    client.create(busybox_pod(name, {"access": access}, script, "Never"))
-
-    def finished() -> tuple[bool, str]:
-        status = client.get(f"{PODS}/{name}").get("status", {})
-        return status.get("phase") in ("Succeeded", "Failed"), f"phase {status.get('phase')}"
-
-    step(f"pod {name} ({access})", lambda: api.wait_for(f"pod {name} finished", finished, 300))
-    status = client.get(f"{PODS}/{name}")["status"]
-    message = status["containerStatuses"][0]["state"]["terminated"].get("message", "").strip()
-    assert status["phase"] == "Succeeded", f"pod {name} {status['phase']}: {message}"
+    CoreV1Api(node.client).create_namespaced_pod(
+        NAMESPACE, busybox_pod(name, {"access": access}, script, "Never")
+    )
+    pod = step(f"pod {name} ({access})", lambda: kube.finished_pod(node.client, NAMESPACE, name, 300))
+    message = kube.termination_message(pod)
+    assert pod.status.phase == "Succeeded", f"pod {name} {pod.status.phase}: {message}"
     SUMMARY.append(f"network policy, pod {name} (access={access}): {message}")
     return message
 
 
 def start_web(node: Node) -> str:
-    client = node.client
-    client.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
-
-    def service_account() -> tuple[bool, str]:  # pods are refused until the controller made it
-        status, _ = client.request("GET", f"/api/v1/namespaces/{NAMESPACE}/serviceaccounts/default")
-        return status == 200, f"GET serviceaccount default: {status}"
-
-    api.wait_for("ServiceAccount default", service_account, 120)
+    core = CoreV1Api(node.client)
+    kube.namespace(node.client, NAMESPACE)
     script = (
         f"mkdir -p /www && echo '{BODY}' > /www/index.html && exec /bin/busybox httpd -f -p {PORT} -h /www"
     )
     readiness = {"tcpSocket": {"port": PORT}, "periodSeconds": 1}
-    client.create(busybox_pod("web", {"app": "web"}, script, "Always", readinessProbe=readiness))
+    core.create_namespaced_pod(
+        NAMESPACE, busybox_pod("web", {"app": "web"}, script, "Always", readinessProbe=readiness)
+    )
 
     def ready() -> tuple[bool, str]:
-        status = client.get(f"{PODS}/web").get("status", {})
-        conditions = {c["type"]: c["status"] for c in status.get("conditions", [])}
-        return conditions.get("Ready") == "True", f"phase {status.get('phase')} {conditions}"
+        found = core.read_namespaced_pod_status("web", NAMESPACE)
+        return kube.ready(found), f"phase {found.status.phase} {found.status.conditions}"
 
     step("web pod Ready", lambda: api.wait_for("pod web Ready", ready, 300))
-    return client.get(f"{PODS}/web")["status"]["podIP"]
+    return core.read_namespaced_pod_status("web", NAMESPACE).status.pod_ip
 
 
 def test_network_policy_admits_the_labelled_client_and_refuses_the_other_live(node: Node) -> None:
@@ -127,7 +118,7 @@ def test_network_policy_admits_the_labelled_client_and_refuses_the_other_live(no
         assert probe(node, "before-policy", "denied", web_ip).startswith("reached=1"), (
             "without a policy the unlabelled client does not reach the web pod: the path itself is broken"
         )
-        node.client.apply(policy())
+        NetworkingV1Api(node.client).create_namespaced_network_policy(NAMESPACE, policy())
         # The web pod's firewall chain jumps to the policy's chain (kube-router's comment on that rule).
         marker = f"run through nw policy {POLICY}"
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 import time
 
 import pytest
+from kubernetes.client import CoreV1Api
 
 from mlflow_gitops.node import api, build, config
 from mlflow_gitops.node.images import image_ref
 from mlflow_gitops.node.node import Node
+from tests.node import kube
 from tests.node.conftest import SUMMARY
 
 pytestmark = pytest.mark.node
@@ -59,46 +61,36 @@ def timed(step: str, action):
 
 
 def test_node_registers_ready_with_the_pinned_kubelet(node: Node) -> None:
-    body = node.client.get(f"/api/v1/nodes/{config.NODE_NAME}")
-    ready = {c["type"]: c["status"] for c in body["status"]["conditions"]}["Ready"]
-    assert ready == "True", body["status"]["conditions"]
-    info = body["status"]["nodeInfo"]
-    assert info["kubeletVersion"] == build.kube_version()
-    assert info["containerRuntimeVersion"].startswith("containerd://"), info
-    addresses = {a["type"]: a["address"] for a in body["status"]["addresses"]}
+    status = CoreV1Api(node.client).read_node(config.NODE_NAME).status
+    ready = {c.type: c.status for c in status.conditions}["Ready"]
+    assert ready == "True", status.conditions
+    info = status.node_info
+    assert info.kubelet_version == build.kube_version()
+    assert info.container_runtime_version.startswith("containerd://"), info
+    addresses = {a.type: a.address for a in status.addresses}
     assert addresses["InternalIP"] == "10.200.0.1", addresses
 
 
 def test_pod_resolves_a_service_name_with_coredns_and_reaches_it_through_its_cluster_ip(node: Node) -> None:
-    client = node.client
-    client.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
-
-    def service_account() -> tuple[bool, str]:  # pods are refused until the controller made it
-        status, _ = client.request("GET", f"/api/v1/namespaces/{NAMESPACE}/serviceaccounts/default")
-        return status == 200, f"GET serviceaccount default: {status}"
-
-    timed(
-        "namespace's default ServiceAccount",
-        lambda: api.wait_for("ServiceAccount default", service_account, 120),
-    )
+    core = CoreV1Api(node.client)
+    timed("namespace's default ServiceAccount", lambda: kube.namespace(node.client, NAMESPACE))
     web_script = (
         f"mkdir -p /www && echo '{BODY}' > /www/index.html && exec /bin/busybox httpd -f -p 8080 -h /www"
     )
-    client.create(
+    core.create_namespaced_pod(
+        NAMESPACE,
         pod(
             "web",
             {"app": "web"},
             web_script,
             readinessProbe={"tcpSocket": {"port": 8080}, "periodSeconds": 1},
-        )
+        ),
     )
-    client.create(service("web", 80, 8080))
-    web_ip = client.get(f"/api/v1/namespaces/{NAMESPACE}/services/web")["spec"]["clusterIP"]
+    web_ip = core.create_namespaced_service(NAMESPACE, service("web", 80, 8080)).spec.cluster_ip
 
     def web_ready() -> tuple[bool, str]:
-        status = client.get(f"/api/v1/namespaces/{NAMESPACE}/pods/web").get("status", {})
-        conditions = {c["type"]: c["status"] for c in status.get("conditions", [])}
-        return conditions.get("Ready") == "True", f"phase {status.get('phase')} {conditions}"
+        found = core.read_namespaced_pod_status("web", NAMESPACE)
+        return kube.ready(found), f"phase {found.status.phase} {found.status.conditions}"
 
     timed("web pod Ready", lambda: api.wait_for("pod web Ready", web_ready, 300))
 
@@ -116,21 +108,16 @@ done
 echo "address=$address attempts=$attempt body=$body" | tee /dev/termination-log
 [ "$body" = '{BODY}' ]
 """
-    client.create(pod("client", {"app": "client"}, script, restart="Never"))
-    client.create(service("client", 80, 8080))
-
-    def finished() -> tuple[bool, str]:
-        status = client.get(f"/api/v1/namespaces/{NAMESPACE}/pods/client").get("status", {})
-        return status.get("phase") in ("Succeeded", "Failed"), f"phase {status.get('phase')}"
-
-    timed("client pod resolved and fetched", lambda: api.wait_for("pod client finished", finished, 300))
-    status = client.get(f"/api/v1/namespaces/{NAMESPACE}/pods/client")["status"]
-    terminated = status["containerStatuses"][0]["state"]["terminated"]
-    message = terminated.get("message", "")
-    SUMMARY.append(f"client pod: {message.strip()}")
-    assert status["phase"] == "Succeeded", f"client pod {status['phase']}: {message}"
+    core.create_namespaced_pod(NAMESPACE, pod("client", {"app": "client"}, script, restart="Never"))
+    core.create_namespaced_service(NAMESPACE, service("client", 80, 8080))
+    finished = timed(
+        "client pod resolved and fetched", lambda: kube.finished_pod(node.client, NAMESPACE, "client", 300)
+    )
+    message = kube.termination_message(finished)
+    SUMMARY.append(f"client pod: {message}")
+    assert finished.status.phase == "Succeeded", f"client pod {finished.status.phase}: {message}"
     fields = dict(part.split("=", 1) for part in message.split(" body=")[0].split())
     assert fields["address"] == web_ip, (
         f"{name} resolved to {fields['address']}, the Service's IP is {web_ip}"
     )
-    assert message.strip().endswith(f"body={BODY}"), message
+    assert message.endswith(f"body={BODY}"), message
