@@ -139,7 +139,7 @@ bench: e2e-deps $(VENV)/.bench-installed ## Measure capacity on one CPU (bench/R
 # kube-apiserver, kube-controller-manager, kube-scheduler, containerd, kubelet, kube-proxy and CoreDNS
 # in a network namespace of its own, nothing pulled. Root only. `make test` runs its tests (tests/node)
 # with the rest. The render's own images (MLflow from Debian's python3 and requirements-e2e.txt,
-# busybox) are built on the first start (about 4-5 min) and cached in .work/node-images
+# busybox) are built on the first start (about 4-5 min) and cached in ~/.cache/mlflow-gitops/node-images
 # (mlflow_gitops/node/render_images.py), as are the CloudNativePG operator's image (bin/cnpg/manager,
 # built from its Go module at CNPG_VERSION) and its PostgreSQL 15 operand image from Debian's
 # packages (mlflow_gitops/node/cnpg_images.py). Flux's controllers are built apart (`make node-flux`):

@@ -13,8 +13,8 @@
   of the operator's default image), the minor read from the installed package, so the operator
   derives major 15 from the tag.
 
-Each image tar is cached under .work/node-images, keyed by a digest of its inputs (the manager
-binary, the packages' versions, this file).
+Each image tar is cached in gobuild.IMAGE_CACHE (~/.cache/mlflow-gitops/node-images), keyed by a
+digest of its inputs (the manager binary, the packages' versions, this file).
 """
 
 from __future__ import annotations
@@ -27,11 +27,10 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from mlflow_gitops.node.gobuild import BIN
+from mlflow_gitops.node.gobuild import BIN, IMAGE_CACHE
 from mlflow_gitops.node.images import run
-from mlflow_gitops.versions import ROOT
 
-CACHE = ROOT / ".work" / "node-images"
+CACHE = IMAGE_CACHE
 MANAGER = BIN / "cnpg" / "manager"
 PG_MAJOR = 15
 OPERAND_PACKAGES = {  # Debian package: a path it installs (install_postgres.main's format)

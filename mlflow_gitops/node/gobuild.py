@@ -1,9 +1,10 @@
-"""What every build of the node shares: where binaries go, how a command runs, how long it took, and
-which module version a Go binary carries. The builds (build, addons, operator) and the image
+"""What every build of the node shares: where binaries and images go, how a command runs, how long it
+took, and which module version a Go binary carries. The builds (build, addons, operator) and the image
 recipes import it; it imports none of them."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import time
@@ -14,6 +15,11 @@ from mlflow_gitops import apiserver_build
 from mlflow_gitops.versions import ROOT
 
 BIN = ROOT / "bin"
+# The image tars (render_images, cnpg_images), keyed by their inputs (recipe included), so every
+# checkout on the machine shares them as it shares Go's build cache; XDG_CACHE_HOME moves it.
+IMAGE_CACHE = (
+    Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mlflow-gitops" / "node-images"
+)
 
 
 def run(cmd: list[str], cwd: Path | None = None) -> str:

@@ -15,8 +15,8 @@ rendered `image` and `imagePullPolicy: IfNotPresent` and the kubelet finds them 
   remove-partial-uploads init containers use it) and without `nc -z` (the upstream chart's
   dbchecker); the busybox image's defconfig has both.
 
-Each layout tar is cached under .work/node-images, keyed by its inputs (requirements file, Debian
-package versions, this recipe); the build's duration and sizes are recorded next to it.
+Each layout tar is cached in gobuild.IMAGE_CACHE (~/.cache/mlflow-gitops/node-images), keyed by
+its inputs (requirements file, Debian package versions, this recipe); the build's duration and sizes are recorded next to it.
 """
 
 from __future__ import annotations
@@ -34,11 +34,12 @@ from pathlib import Path
 import yaml
 
 from mlflow_gitops.install_postgres import main as apt_install
+from mlflow_gitops.node.gobuild import IMAGE_CACHE
 from mlflow_gitops.versions import ROOT
 
 RENDER = ROOT / "rendered" / "homelab.yaml"
 REQUIREMENTS = ROOT / "requirements-e2e.txt"
-CACHE = ROOT / ".work" / "node-images"
+CACHE = IMAGE_CACHE
 VENV = "/opt/venv"
 UID = GID = 1001
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
