@@ -84,11 +84,9 @@ def namespaces_removed_after(node: Node):
     yield
     core = CoreV1Api(node.client)
     for name in (CLIENT_NAMESPACE, NAMESPACE):
-        api.create_or_keep(lambda name=name: core.delete_namespace(name))  # (absent: nothing to do)
+        kube.absent(lambda name=name: core.delete_namespace(name))
     for name in (CLIENT_NAMESPACE, NAMESPACE):
-        api.wait_for(
-            f"namespace {name} deleted", lambda name=name: kube.gone(lambda: core.read_namespace(name)), 300
-        )
+        kube.wait_deleted(f"namespace {name}", lambda name=name: core.read_namespace(name), 300)
 
 
 def test_render_images_are_imported_under_the_render_references(node: Node) -> None:
