@@ -1,8 +1,8 @@
 """A small evaluator of networking.k8s.io/v1 NetworkPolicy semantics, for walking the rendered
 policies: a connection is allowed when the source's egress and the destination's ingress allow it.
-It covers what the chart uses (pod and namespace selectors with matchLabels, ipBlock, TCP/UDP
-ports); anything else raises, so a new construct cannot be silently misjudged. Every verdict is
-cross-checked with np-guard's netpol-analyzer (tests/support/netpol_analyzer.py)."""
+It covers what the chart uses (pod and namespace selectors with matchLabels and matchExpressions,
+ipBlock, TCP/UDP ports); anything else raises, so a new construct cannot be silently misjudged.
+Every verdict is cross-checked with np-guard's netpol-analyzer (tests/support/netpol_analyzer.py)."""
 
 from __future__ import annotations
 
@@ -27,13 +27,28 @@ class Pod:
         return {"kubernetes.io/metadata.name": self.namespace, **self.namespace_labels}
 
 
+def expression_matches(expression: Obj, labels: dict[str, str]) -> bool:
+    key, operator, values = expression["key"], expression["operator"], expression.get("values", [])
+    if operator == "Exists":
+        return key in labels
+    if operator == "DoesNotExist":
+        return key not in labels
+    if operator == "In":
+        return labels.get(key) in values
+    if operator == "NotIn":
+        return labels.get(key) not in values
+    raise NotImplementedError(f"matchExpressions operator {operator}")
+
+
 def matches(selector: Obj | None, labels: dict[str, str]) -> bool:
     if selector is None:
         return True
-    unsupported = set(selector) - {"matchLabels"}
+    unsupported = set(selector) - {"matchLabels", "matchExpressions"}
     if unsupported:
         raise NotImplementedError(f"selector fields {unsupported}")
-    return all(labels.get(k) == v for k, v in (selector.get("matchLabels") or {}).items())
+    return all(labels.get(k) == v for k, v in (selector.get("matchLabels") or {}).items()) and all(
+        expression_matches(e, labels) for e in selector.get("matchExpressions") or []
+    )
 
 
 def peer_matches(peer: Obj, policy_ns: str, other: Pod) -> bool:

@@ -58,6 +58,39 @@ cnpg.io/podRole: instance
 {{- end }}
 
 {{/*
+A selector of CloudNativePG's Job pods for the Cluster (initdb, join, snapshot-recovery,
+major-upgrade...): CloudNativePG labels them with the Cluster and `cnpg.io/jobRole`, never with
+the instances' `cnpg.io/podRole`.
+*/}}
+{{- define "mlflow-stack.postgresJobSelector" -}}
+matchLabels:
+  cnpg.io/cluster: {{ .Values.postgres.name }}
+matchExpressions:
+  - key: cnpg.io/jobRole
+    operator: Exists
+{{- end }}
+
+{{/*
+An egress rule to the Kubernetes API server (networkPolicy.apiServer), for CloudNativePG's
+instance manager (in the instances and in the Cluster's Job pods) and the pre-upgrade backup Job.
+*/}}
+{{- define "mlflow-stack.apiServerEgress" -}}
+{{- $api := .Values.networkPolicy.apiServer -}}
+- ports:
+    {{- range $api.ports }}
+    - protocol: TCP
+      port: {{ . }}
+    {{- end }}
+  {{- with $api.cidrs }}
+  to:
+    {{- range . }}
+    - ipBlock:
+        cidr: {{ . }}
+    {{- end }}
+  {{- end }}
+{{- end }}
+
+{{/*
 An egress rule to the cluster DNS.
 */}}
 {{- define "mlflow-stack.dnsEgress" -}}
