@@ -142,17 +142,21 @@ bench: e2e-deps $(VENV)/.bench-installed ## Measure capacity on one CPU (bench/R
 # busybox) are built on the first start (about 4-5 min) and cached in ~/.cache/mlflow-gitops/node-images
 # (mlflow_gitops/node/render_images.py), as are the CloudNativePG operator's image (bin/cnpg/manager,
 # built from its Go module at CNPG_VERSION) and its PostgreSQL 15 operand image from Debian's
-# packages (mlflow_gitops/node/cnpg_images.py). Flux's controllers are built apart (`make node-flux`):
-# only tests/node/test_flux.py needs them, with the upstream chart.
-.PHONY: node-build node-flux node node-test
+# packages (mlflow_gitops/node/cnpg_images.py). Flux's controllers (`make node-flux`) and External
+# Secrets' (`make node-external-secrets`) are built apart: each serves one test that needs the
+# upstream chart, and cold each takes about as long as the rest of the node.
+.PHONY: node-build node-flux node-external-secrets node node-test
 node-build: apiserver ## Build the node's binaries into ./bin (pins in tools/versions.env); Debian packages.
 	$(PYTHON) -m mlflow_gitops.node.build
 
 node-flux: ## Build Flux's source-, kustomize- and helm-controller into ./bin (tests/node/test_flux.py).
 	$(PYTHON) -m mlflow_gitops.node.build --flux
 
+node-external-secrets: ## Build External Secrets' controller into ./bin (tests/node/test_external_secrets.py).
+	$(PYTHON) -m mlflow_gitops.node.external_secrets
+
 node: tools node-build ## Start the one-node cluster in the foreground (Ctrl-C stops it cleanly).
 	$(PY) -m mlflow_gitops.node
 
-node-test: tools node-build node-flux ## The node's tests alone (tests/node): the chart on a real kubelet.
+node-test: tools node-build node-flux node-external-secrets ## The node's tests alone (tests/node): the chart on a real kubelet.
 	$(PY) -m pytest -m node tests/node

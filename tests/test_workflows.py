@@ -104,12 +104,13 @@ def test_actionlint_is_the_pinned_one() -> None:
 
 def test_full_job_runs_the_steps_of_ci_run_in_order() -> None:
     """ci.yml's `make test` job is .ci/run, step for step, plus `make deps` (the chart, online) and
-    `make node-flux` (the controllers of the one node test that needs the chart)."""
+    the controllers of the node tests that need the chart (`make node-flux`, `node-external-secrets`)."""
     ci_run = make_targets((ROOT / ".ci" / "run").read_text())
     job = job_targets(CI, "test")
-    online = ("deps", "node-flux")
+    online = ("deps", "node-flux", "node-external-secrets")
     assert [t for t in job if t not in online] == ci_run, f".ci/run runs {ci_run}, ci.yml's test job {job}"
     assert job.index("deps") < job.index("node-flux") < job.index("test")
+    assert job.index("deps") < job.index("node-external-secrets") < job.index("test")
 
 
 def test_readme_test_command_is_what_ci_runs_last() -> None:

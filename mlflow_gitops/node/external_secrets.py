@@ -5,7 +5,7 @@ Secrets' built-in `fake`: it holds a random value at every key and property they
 
 * The controller is ./bin/external-secrets, built from tools/node/external-secrets (one `tool`
   line and the release's replace: `go install` refuses a module with replace directives) at
-  EXTERNAL_SECRETS_VERSION, apart from `make node-build`: `python -m mlflow_gitops.node.external_secrets`.
+  EXTERNAL_SECRETS_VERSION, apart from `make node-build`: `make node-external-secrets`.
   It runs with leader election off, watching all namespaces, its metrics on METRICS_PORT of the
   node's address (the root command has no health endpoint: /metrics answering is its readiness).
 * The CRDs are every CustomResourceDefinition of `config/crds/bases` of the module at the pin.

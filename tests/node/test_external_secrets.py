@@ -10,7 +10,7 @@ written Secret and MLflow starts with both. The rest of the cluster (CloudNative
 is prepared as tests/node/test_helm_install.py does it.
 
 Run by `make node-test` (marked `node` and `upstream`); the controller is built apart
-(`python -m mlflow_gitops.node.external_secrets`).
+(`make node-external-secrets`).
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ def synced(node: Node) -> Iterator[Synced]:
     tool = external_secrets.TOOL
     if gobuild.module_version(tool.path, tool.module) != tool.version:
         unavailable(
-            f"needs bin/{tool.name} {tool.version}: run `python -m mlflow_gitops.node.external_secrets`"
+            f"needs bin/{tool.name} {tool.version}: run `make node-external-secrets`"
         )
     client, render = node.client, homelab.render()
     held = external_secrets.remote_values(render)
