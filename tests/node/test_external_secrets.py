@@ -106,9 +106,7 @@ def expected_secret(es: dict[str, Any], held: dict[str, dict[str, str]]) -> dict
 def synced(node: Node) -> Iterator[Synced]:
     tool = external_secrets.TOOL
     if gobuild.module_version(tool.path, tool.module) != tool.version:
-        unavailable(
-            f"needs bin/{tool.name} {tool.version}: run `make node-external-secrets`"
-        )
+        unavailable(f"needs bin/{tool.name} {tool.version}: run `make node-external-secrets`")
     client, render = node.client, homelab.render()
     held = external_secrets.remote_values(render)
     store = external_secrets.fake_store(render, held)
