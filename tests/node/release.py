@@ -85,6 +85,45 @@ def events(client: api.Client, namespace: str = NAMESPACE) -> str:
     )
 
 
+def unready_logs(client: api.Client, lines: int = 12) -> str:
+    """The last lines of each container's log in the pods of the release's namespace not Ready."""
+    out = []
+    for pod in client.get(PODS)["items"]:
+        if any(c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions", [])):
+            continue
+        name = pod["metadata"]["name"]
+        for container in pod["spec"].get("initContainers", []) + pod["spec"]["containers"]:
+            query = f"container={container['name']}&tailLines={lines}"
+            status, log = client.request("GET", f"{PODS}/{name}/log?{query}")
+            out.append(f"--- {name}/{container['name']} (pods/log {status}):\n{str(log).rstrip()}")
+    return "\n".join(out)
+
+
+def cnpg_jobs(client: api.Client) -> dict[str, dict[str, Any]]:
+    """CloudNativePG's Jobs for the Cluster (`<cluster>-<serial>-<role>`) by role, from the job
+    controller's events, as CloudNativePG deletes a completed Job once the Cluster is healthy: the
+    pods it created, whether it completed, its first event's time."""
+    prefix = f"{cluster_name()}-"
+    found: dict[str, dict[str, Any]] = {}
+    for event in client.get(f"/api/v1/namespaces/{NAMESPACE}/events")["items"]:
+        job = event["involvedObject"]
+        if job.get("kind") != "Job" or not job["name"].startswith(prefix):
+            continue
+        role = job["name"].removeprefix(prefix).split("-", 1)[-1]
+        seen = found.setdefault(role, {"name": job["name"], "pods": [], "completed": False, "first": ""})
+        if event["reason"] == "SuccessfulCreate":
+            seen["pods"].append(event.get("message", "").removeprefix("Created pod: "))
+        seen["completed"] = seen["completed"] or event["reason"] == "Completed"
+        when = event.get("firstTimestamp") or event["metadata"]["creationTimestamp"]
+        seen["first"] = min(seen["first"] or when, when)
+    return found
+
+
+def details(client: api.Client) -> str:
+    """The namespace's pods, its last events and the logs of the pods not Ready, for a failure."""
+    return f"{chr(10).join(pods(client))}\n{events(client)}\n{unready_logs(client)}"
+
+
 def job_finished(client: api.Client, job: dict[str, Any]) -> tuple[bool, str]:
     path = f"/apis/batch/v1/namespaces/{NAMESPACE}/jobs/{job['metadata']['name']}"
     conditions = {c["type"]: c["status"] for c in client.get(path).get("status", {}).get("conditions", [])}
@@ -134,7 +173,7 @@ def install(node: Node) -> None:
             lambda: api.wait_for("MLflow ready", lambda: deployment_ready(client, RELEASE), 600, 3),
         )
     except TimeoutError as error:
-        raise AssertionError(f"{error}\n{chr(10).join(pods(client))}\n{events(client)}") from error
+        raise AssertionError(f"{error}\n{details(client)}") from error
 
 
 def remove(node: Node) -> None:
@@ -159,16 +198,21 @@ def remove(node: Node) -> None:
 def client_namespace(client: api.Client) -> dict[str, str]:
     """The client's namespace, labelled as values/homelab.yaml's networkPolicy.clients admits."""
     labels = homelab.values()["networkPolicy"]["clients"]["namespaceSelector"]["matchLabels"]
+    namespace(client, CLIENT_NAMESPACE, labels)
+    return labels
+
+
+def namespace(client: api.Client, name: str, labels: dict[str, str] | None = None) -> None:
+    """A namespace, once its default ServiceAccount exists (pods are refused until then)."""
     client.create(
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": CLIENT_NAMESPACE, "labels": labels}}
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels or {}}}
     )
 
-    def service_account() -> tuple[bool, str]:  # pods are refused until the controller made it
-        status, _ = client.request("GET", f"/api/v1/namespaces/{CLIENT_NAMESPACE}/serviceaccounts/default")
+    def service_account() -> tuple[bool, str]:
+        status, _ = client.request("GET", f"/api/v1/namespaces/{name}/serviceaccounts/default")
         return status == 200, f"GET serviceaccount default: {status}"
 
-    api.wait_for(f"ServiceAccount default in {CLIENT_NAMESPACE}", service_account, 120)
-    return labels
+    api.wait_for(f"ServiceAccount default in {name}", service_account, 120)
 
 
 def tracking_uri(render: Render) -> str:
