@@ -74,8 +74,8 @@ def _pool_class(netns: Path) -> type[urllib3.HTTPSConnectionPool]:
 class PathRequests:
     """Transitional: the path-based calls of the node's former hand-written client (request, get,
     create, delete, apply, resource_path), sent through this ApiClient's own connections, for the
-    callers not yet on the typed APIs (tests/node/test_chart_network_policy.py, the External
-    Secrets work). Remove once nothing calls them."""
+    callers not yet on the typed APIs (mlflow_gitops/node/external_secrets.py and
+    tests/node/test_external_secrets.py). Remove once nothing calls them."""
 
     def request(
         self: Any,

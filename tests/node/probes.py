@@ -13,7 +13,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from mlflow_gitops.node import api, host, render_images
+from kubernetes.client import ApiClient, CoreV1Api
+
+from mlflow_gitops.node import host, render_images
+from tests.node import kube
 
 ATTEMPTS = 6  # a refused probe tries this often (3 s timeout, 1 s apart) before it gives up
 GATE_ATTEMPTS = 120  # a gated pod tries the sentinel this often (1 s apart) until it is refused
@@ -71,24 +74,18 @@ def probe_pod(name: str, ns: str, labels: dict[str, str], command: str) -> dict[
     }
 
 
-def run_pods(client: api.Client, pods: list[dict[str, Any]]) -> dict[str, str]:
+def run_pods(client: ApiClient, pods: list[dict[str, Any]]) -> dict[str, str]:
     """Create the pods together, wait for all to finish; each one's termination message by name."""
+    core = CoreV1Api(client)
     for pod in pods:
-        client.create(pod)
-    paths = {
-        p["metadata"]["name"]: f"/api/v1/namespaces/{p['metadata']['namespace']}/pods/{p['metadata']['name']}"
-        for p in pods
-    }
-
-    def finished() -> tuple[bool, str]:
-        phases = {name: client.get(path).get("status", {}).get("phase") for name, path in paths.items()}
-        return all(p in ("Succeeded", "Failed") for p in phases.values()), f"phases {phases}"
-
-    api.wait_for("probe pods finished", finished, 600, 2)
+        core.create_namespaced_pod(pod["metadata"]["namespace"], pod)
     messages = {}
-    for name, path in paths.items():
-        status = client.get(path)["status"]
-        messages[name] = status["containerStatuses"][0]["state"]["terminated"].get("message", "").strip()
-        assert status["phase"] == "Succeeded", f"probe pod {name} {status['phase']}: {messages[name]}"
-        client.delete(path)
+    for pod in pods:  # created together, they run together: each watched until it ends, in turn
+        name, ns = pod["metadata"]["name"], pod["metadata"]["namespace"]
+        finished = kube.finished_pod(client, ns, name, 600)
+        messages[name] = kube.termination_message(finished)
+        assert finished.status.phase == "Succeeded", (
+            f"probe pod {name} {finished.status.phase}: {messages[name]}"
+        )
+        core.delete_namespaced_pod(name, ns)
     return messages

@@ -14,20 +14,29 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from kubernetes.client import (
+    ApiClient,
+    ApiException,
+    AppsV1Api,
+    BatchV1Api,
+    CoreV1Api,
+    CustomObjectsApi,
+    V1Pod,
+)
 
 from mlflow_gitops import chart
 from mlflow_gitops.node import api, build, homelab, operator
 from mlflow_gitops.node.node import Node
 from mlflow_gitops.podrunner.base import NAMESPACE
 from mlflow_gitops.podrunner.render import Render
+from tests.node import kube
 from tests.node.conftest import SUMMARY
 
 RELEASE = "mlflow"
 OVERRIDES = Path(__file__).with_name("lab-overrides.yaml")
 CLIENT_SCRIPT = Path(__file__).with_name("lifecycle_client.py")
 CLIENT_NAMESPACE = "mlflow-lifecycle-client"
-CLUSTERS = f"/apis/postgresql.cnpg.io/v1/namespaces/{NAMESPACE}/clusters"
-PODS = f"/api/v1/namespaces/{NAMESPACE}/pods"
+CLUSTERS = ("postgresql.cnpg.io", "v1", NAMESPACE, "clusters")  # for CustomObjectsApi
 VALUES = [f"--values={chart.VALUES / 'homelab.yaml'}", f"--values={OVERRIDES}"]
 
 
@@ -56,90 +65,90 @@ def cluster_name() -> str:
     return homelab.render().one("Cluster")["metadata"]["name"]
 
 
-def cluster_ready(client: api.Client, name: str) -> tuple[bool, str]:
-    status = client.get(f"{CLUSTERS}/{name}").get("status", {})
+def cluster(client: ApiClient, name: str) -> dict[str, Any]:
+    """The CloudNativePG Cluster as stored (a custom object: a dict)."""
+    return CustomObjectsApi(client).get_namespaced_custom_object(*CLUSTERS, name)
+
+
+def cluster_ready(client: ApiClient, name: str) -> tuple[bool, str]:
+    status = cluster(client, name).get("status", {})
     conditions = {c["type"]: c["status"] for c in status.get("conditions", [])}
     return conditions.get("Ready") == "True", f"phase {status.get('phase')!r} {conditions}"
 
 
-def deployment_ready(client: api.Client, name: str) -> tuple[bool, str]:
-    body = client.get(f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/{name}")
-    status = body.get("status", {})
-    return status.get("readyReplicas", 0) >= body["spec"]["replicas"], f"status {status}"
+def deployment_ready(client: ApiClient, name: str) -> tuple[bool, str]:
+    found = AppsV1Api(client).read_namespaced_deployment(name, NAMESPACE)
+    return (found.status.ready_replicas or 0) >= found.spec.replicas, f"status {found.status}"
 
 
-def pods(client: api.Client) -> list[str]:
-    """`name phase restarts=N` of each pod in the release's namespace."""
+def pods(client: ApiClient) -> list[str]:
+    """`name phase restarts: container=N, ...` of each pod in the release's namespace."""
     out = []
-    for pod in client.get(PODS)["items"]:
-        statuses = pod["status"].get("initContainerStatuses", []) + pod["status"].get("containerStatuses", [])
-        restarts = ", ".join(f"{s['name']}={s['restartCount']}" for s in statuses)
-        out.append(f"{pod['metadata']['name']} {pod['status'].get('phase')} restarts: {restarts}")
+    for pod in CoreV1Api(client).list_namespaced_pod(NAMESPACE).items:
+        statuses = (pod.status.init_container_statuses or []) + (pod.status.container_statuses or [])
+        restarts = ", ".join(f"{s.name}={s.restart_count}" for s in statuses)
+        out.append(f"{pod.metadata.name} {pod.status.phase} restarts: {restarts}")
     return out
 
 
-def events(client: api.Client, namespace: str = NAMESPACE) -> str:
-    items = client.get(f"/api/v1/namespaces/{namespace}/events")["items"]
-    return "\n".join(
-        f"{e['involvedObject']['name']}: {e['reason']}: {e.get('message', '')}" for e in items[-25:]
-    )
+def events(client: ApiClient, namespace: str = NAMESPACE) -> str:
+    items = CoreV1Api(client).list_namespaced_event(namespace).items
+    return "\n".join(f"{e.involved_object.name}: {e.reason}: {e.message or ''}" for e in items[-25:])
 
 
-def unready_logs(client: api.Client, lines: int = 12) -> str:
+def unready_logs(client: ApiClient, lines: int = 12) -> str:
     """The last lines of each container's log in the pods of the release's namespace not Ready."""
-    out = []
-    for pod in client.get(PODS)["items"]:
-        if any(c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions", [])):
+    core, out = CoreV1Api(client), []
+    for pod in core.list_namespaced_pod(NAMESPACE).items:
+        if kube.ready(pod):
             continue
-        name = pod["metadata"]["name"]
-        for container in pod["spec"].get("initContainers", []) + pod["spec"]["containers"]:
-            query = f"container={container['name']}&tailLines={lines}"
-            status, log = client.request("GET", f"{PODS}/{name}/log?{query}")
-            out.append(f"--- {name}/{container['name']} (pods/log {status}):\n{str(log).rstrip()}")
+        for container in (pod.spec.init_containers or []) + pod.spec.containers:
+            try:
+                log = core.read_namespaced_pod_log(
+                    pod.metadata.name, NAMESPACE, container=container.name, tail_lines=lines
+                )
+            except ApiException as error:
+                log = f"(pods/log: {api.message(error)})"
+            out.append(f"--- {pod.metadata.name}/{container.name}:\n{log.rstrip()}")
     return "\n".join(out)
 
 
-def cnpg_jobs(client: api.Client) -> dict[str, dict[str, Any]]:
+def cnpg_jobs(client: ApiClient) -> dict[str, dict[str, Any]]:
     """CloudNativePG's Jobs for the Cluster (`<cluster>-<serial>-<role>`) by role, from the job
     controller's events, as CloudNativePG deletes a completed Job once the Cluster is healthy: the
     pods it created, whether it completed, its first event's time."""
     prefix = f"{cluster_name()}-"
     found: dict[str, dict[str, Any]] = {}
-    for event in client.get(f"/api/v1/namespaces/{NAMESPACE}/events")["items"]:
-        job = event["involvedObject"]
-        if job.get("kind") != "Job" or not job["name"].startswith(prefix):
+    for event in CoreV1Api(client).list_namespaced_event(NAMESPACE).items:
+        job = event.involved_object
+        if job.kind != "Job" or not job.name.startswith(prefix):
             continue
-        role = job["name"].removeprefix(prefix).split("-", 1)[-1]
-        seen = found.setdefault(role, {"name": job["name"], "pods": [], "completed": False, "first": ""})
-        if event["reason"] == "SuccessfulCreate":
-            seen["pods"].append(event.get("message", "").removeprefix("Created pod: "))
-        seen["completed"] = seen["completed"] or event["reason"] == "Completed"
-        when = event.get("firstTimestamp") or event["metadata"]["creationTimestamp"]
+        role = job.name.removeprefix(prefix).split("-", 1)[-1]
+        seen = found.setdefault(role, {"name": job.name, "pods": [], "completed": False, "first": None})
+        if event.reason == "SuccessfulCreate":
+            seen["pods"].append((event.message or "").removeprefix("Created pod: "))
+        seen["completed"] = seen["completed"] or event.reason == "Completed"
+        when = event.first_timestamp or event.metadata.creation_timestamp
         seen["first"] = min(seen["first"] or when, when)
     return found
 
 
-def details(client: api.Client) -> str:
+def details(client: ApiClient) -> str:
     """The namespace's pods, its last events and the logs of the pods not Ready, for a failure."""
     return f"{chr(10).join(pods(client))}\n{events(client)}\n{unready_logs(client)}"
 
 
-def job_finished(client: api.Client, job: dict[str, Any]) -> tuple[bool, str]:
-    path = f"/apis/batch/v1/namespaces/{NAMESPACE}/jobs/{job['metadata']['name']}"
-    conditions = {c["type"]: c["status"] for c in client.get(path).get("status", {}).get("conditions", [])}
+def job_finished(client: ApiClient, name: str) -> tuple[bool, str]:
+    status = BatchV1Api(client).read_namespaced_job_status(name, NAMESPACE).status
+    conditions = {c.type: c.status for c in status.conditions or []}
     done = [kind for kind in ("Complete", "Failed") if conditions.get(kind) == "True"]
     return bool(done), f"{done[0] if done else 'running'} {conditions}"
 
 
-def ready_pods(client: api.Client, selector: str) -> list[dict[str, Any]]:
+def ready_pods(client: ApiClient, selector: str) -> list[V1Pod]:
     """The Ready, not terminating pods of the release's namespace matching a label selector."""
-    found = client.get(f"{PODS}?labelSelector={selector}")["items"]
-    return [
-        pod
-        for pod in found
-        if not pod["metadata"].get("deletionTimestamp")
-        and any(c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions", []))
-    ]
+    found = CoreV1Api(client).list_namespaced_pod(NAMESPACE, label_selector=selector).items
+    return [pod for pod in found if not pod.metadata.deletion_timestamp and kube.ready(pod)]
 
 
 def install(node: Node) -> None:
@@ -151,7 +160,7 @@ def install(node: Node) -> None:
     for step, seconds in operator.install(client, operator.postgres_image()).items():
         SUMMARY.append(f"helm: {step}: {seconds:.1f} s")
     homelab.create_storage(client, node.run_dir)
-    client.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
+    api.create_or_keep(lambda: CoreV1Api(client).create_namespace({"metadata": {"name": NAMESPACE}}))
     for line in homelab.create_secrets(client, NAMESPACE):
         print(line)
         SUMMARY.append(f"helm: {line}")
@@ -179,40 +188,22 @@ def install(node: Node) -> None:
 def remove(node: Node) -> None:
     """Uninstall (if still installed) and delete the release's and the client's namespaces, kept
     objects included, so later modules start from an empty `mlflow` namespace."""
-    client = node.client
+    core = CoreV1Api(node.client)
     helm(node, "uninstall", RELEASE, f"--namespace={NAMESPACE}", timeout=300)
     for name in (CLIENT_NAMESPACE, NAMESPACE):
-        client.delete(f"/api/v1/namespaces/{name}")
+        kube.absent(lambda name=name: core.delete_namespace(name))
     for name in (CLIENT_NAMESPACE, NAMESPACE):
-
-        def gone(name: str = name) -> tuple[bool, str]:
-            status, body = client.request("GET", f"/api/v1/namespaces/{name}")
-            return status == 404, f"GET namespace {name}: {status} {str(body.get('status', body))[:300]}"
-
-        api.wait_for(f"namespace {name} deleted", gone, 600, 2)
+        kube.wait_deleted(f"namespace {name}", lambda name=name: core.read_namespace(name), 600, 2)
 
 
 # --- the client in another namespace -------------------------------------------------------------
 
 
-def client_namespace(client: api.Client) -> dict[str, str]:
+def client_namespace(client: ApiClient) -> dict[str, str]:
     """The client's namespace, labelled as values/homelab.yaml's networkPolicy.clients admits."""
     labels = homelab.values()["networkPolicy"]["clients"]["namespaceSelector"]["matchLabels"]
-    namespace(client, CLIENT_NAMESPACE, labels)
+    kube.namespace(client, CLIENT_NAMESPACE, labels)
     return labels
-
-
-def namespace(client: api.Client, name: str, labels: dict[str, str] | None = None) -> None:
-    """A namespace, once its default ServiceAccount exists (pods are refused until then)."""
-    client.create(
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels or {}}}
-    )
-
-    def service_account() -> tuple[bool, str]:
-        status, _ = client.request("GET", f"/api/v1/namespaces/{name}/serviceaccounts/default")
-        return status == 200, f"GET serviceaccount default: {status}"
-
-    api.wait_for(f"ServiceAccount default in {name}", service_account, 120)
 
 
 def tracking_uri(render: Render) -> str:
@@ -222,7 +213,7 @@ def tracking_uri(render: Render) -> str:
     return f"http://{RELEASE}.{NAMESPACE}.svc.cluster.local:{port}"
 
 
-def run_client(client: api.Client, render: Render, name: str, env: dict[str, str]) -> dict[str, Any]:
+def run_client(client: ApiClient, render: Render, name: str, env: dict[str, str]) -> dict[str, Any]:
     """Run tests/node/lifecycle_client.py in a pod of the render's MLflow image and security
     context (its helm-test pod's) in the client namespace; returns the script's RESULT."""
     pod = copy.deepcopy(render.one("Pod"))
@@ -241,20 +232,14 @@ def run_client(client: api.Client, render: Render, name: str, env: dict[str, str
         {"name": "HOME", "value": "/tmp"},
         *({"name": k, "value": v} for k, v in env.items()),
     ]
-    client.create(pod)
-    path = f"/api/v1/namespaces/{CLIENT_NAMESPACE}/pods/{name}"
-
-    def finished() -> tuple[bool, str]:
-        phase = client.get(path).get("status", {}).get("phase")
-        return phase in ("Succeeded", "Failed"), f"phase {phase}"
-
+    core = CoreV1Api(client)
+    core.create_namespaced_pod(CLIENT_NAMESPACE, pod)
     try:
-        api.wait_for(f"client pod {name} finished", finished, 600, 2)
+        phase = kube.finished_pod(client, CLIENT_NAMESPACE, name, 600).status.phase
     except TimeoutError as error:
         raise AssertionError(f"{error}\n{events(client, CLIENT_NAMESPACE)}") from error
-    status, log = client.request("GET", f"{path}/log")
-    phase = client.get(path)["status"]["phase"]
-    assert phase == "Succeeded" and status == 200, f"client pod {name} {phase}; pods/log {status}:\n{log}"
-    results = [line for line in str(log).splitlines() if line.startswith("RESULT ")]
+    log = core.read_namespaced_pod_log(name, CLIENT_NAMESPACE)
+    assert phase == "Succeeded", f"client pod {name} {phase}:\n{log}"
+    results = [line for line in log.splitlines() if line.startswith("RESULT ")]
     assert len(results) == 1, f"client pod {name} printed no RESULT line:\n{log}"
     return json.loads(results[0].removeprefix("RESULT "))

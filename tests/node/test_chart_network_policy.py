@@ -29,6 +29,7 @@ from typing import Any
 
 import pytest
 import yaml
+from kubernetes.client import ApiClient, CoreV1Api, V1Pod
 
 from mlflow_gitops import chart
 from mlflow_gitops.node import api, dns, homelab
@@ -36,7 +37,7 @@ from mlflow_gitops.node.kube_router import KubeRouter
 from mlflow_gitops.node.node import Node
 from mlflow_gitops.podrunner.base import NAMESPACE
 from mlflow_gitops.podrunner.render import Render
-from tests.node import probes, release
+from tests.node import kube, probes, release
 from tests.node.conftest import SUMMARY
 from tests.node.release import timed
 from tests.node.test_helm_install import new_ready_pod, server_selector
@@ -70,7 +71,7 @@ def enforced(node: Node) -> Iterator[dict[str, Any]]:
         timed("network policy: chart policies programmed", lambda: wait_programmed(router))
         release.client_namespace(client)
         for name in ("network", UNLABELLED):
-            release.namespace(client, name)
+            kube.namespace(client, name)
         targets = destinations(client)
         timed("network policy: kube-router stopped, its rules removed", router.stop)
         assert not router.rules() and not router.ipsets(), (router.rules(), router.ipsets())
@@ -89,10 +90,10 @@ def enforced(node: Node) -> Iterator[dict[str, Any]]:
         }  # fmt: skip
     finally:
         router.stop()
+        core = CoreV1Api(client)
         for name in ("network", UNLABELLED):
-            client.delete(f"/api/v1/namespaces/{name}")
-        for pod in client.get("/api/v1/namespaces/default/pods?labelSelector=mlflow-probe%3Dtrue")["items"]:
-            client.delete(f"/api/v1/namespaces/default/pods/{pod['metadata']['name']}")
+            kube.absent(lambda name=name: core.delete_namespace(name))
+        core.delete_collection_namespaced_pod("default", label_selector="mlflow-probe=true")
         release.remove(node)
 
 
@@ -107,31 +108,28 @@ def wait_programmed(router: KubeRouter) -> None:
     api.wait_for("rules", programmed, 180)
 
 
-def one_pod(client: api.Client, ns: str, selector: str) -> dict[str, Any]:
-    path = f"/api/v1/namespaces/{ns}/pods?labelSelector={urllib.parse.quote(selector)}"
-    found = [p for p in client.get(path)["items"] if not p["metadata"].get("deletionTimestamp")]
+def one_pod(client: ApiClient, ns: str, selector: str) -> V1Pod:
+    listed = CoreV1Api(client).list_namespaced_pod(ns, label_selector=selector).items
+    found = [p for p in listed if not p.metadata.deletion_timestamp]
     assert len(found) == 1, f"{len(found)} pods match {selector} in {ns}"
     return found[0]
 
 
-def destinations(client: api.Client) -> dict[str, tuple[str, set[int]]]:
+def destinations(client: ApiClient) -> dict[str, tuple[str, set[int]]]:
     """Each live destination's pod IP and the ports its containers declare; the API server as the
     pods reach it, the `kubernetes` Service's address and port."""
     cluster = release.cluster_name()
     pods = {
-        "mlflow": one_pod(client, NAMESPACE, urllib.parse.unquote(server_selector(client))),
+        "mlflow": one_pod(client, NAMESPACE, server_selector(client)),
         "postgres": one_pod(client, NAMESPACE, f"cnpg.io/cluster={cluster},cnpg.io/podRole=instance"),
         "dns": one_pod(client, dns.NAMESPACE, ",".join(f"{k}={v}" for k, v in dns.LABELS.items())),
     }
     found = {
-        name: (
-            pod["status"]["podIP"],
-            {p["containerPort"] for c in pod["spec"]["containers"] for p in c.get("ports", [])},
-        )
+        name: (pod.status.pod_ip, {p.container_port for c in pod.spec.containers for p in c.ports or []})
         for name, pod in pods.items()
     }
-    service = client.get("/api/v1/namespaces/default/services/kubernetes")["spec"]
-    found["api-server"] = (service["clusterIP"], {p["port"] for p in service["ports"]})
+    service = CoreV1Api(client).read_namespaced_service("kubernetes", "default").spec
+    found["api-server"] = (service.cluster_ip, {p.port for p in service.ports})
     return found
 
 
@@ -151,7 +149,7 @@ def label(pair: Pair) -> str:
 
 
 def probe_round(
-    client: api.Client, round_name: str, targets: dict[str, tuple[str, set[int]]], gated: bool
+    client: ApiClient, round_name: str, targets: dict[str, tuple[str, set[int]]], gated: bool
 ) -> dict[str, str]:
     """Every shown pair, one probe pod per source; the outcome line of each pair by its label, and
     `isolation:<source>` for each source in the release's namespace (whose egress the default deny
@@ -176,7 +174,7 @@ def probe_round(
     return outcomes
 
 
-def service_call(client: api.Client, round_name: str) -> dict[str, str]:
+def service_call(client: ApiClient, round_name: str) -> dict[str, str]:
     """A REST call that reads the database (experiments/search), through the Service's DNS name, from
     a pod in the namespace the policy admits and one in an unlabelled namespace."""
     host = urllib.parse.urlsplit(release.tracking_uri(release_render())).netloc
@@ -254,14 +252,15 @@ def test_with_enforcement_the_operator_heals_a_recreated_instance_and_a_new_serv
     API server; the operator reads its status port 8000 to call the Cluster Ready)."""
     client, cluster = node.client, release.cluster_name()
     server_sel = server_selector(client)
-    instance_sel = urllib.parse.quote(f"cnpg.io/cluster={cluster},cnpg.io/podRole=instance")
+    instance_sel = f"cnpg.io/cluster={cluster},cnpg.io/podRole=instance"
     (server,) = release.ready_pods(client, server_sel)
     (instance,) = release.ready_pods(client, instance_sel)
-    client.delete(f"{release.PODS}/{server['metadata']['name']}")
-    client.delete(f"{release.PODS}/{instance['metadata']['name']}")
+    core = CoreV1Api(client)
+    core.delete_namespaced_pod(server.metadata.name, NAMESPACE)
+    core.delete_namespaced_pod(instance.metadata.name, NAMESPACE)
     new = timed(
         "network policy: PostgreSQL instance recreated and Ready under enforcement",
-        lambda: new_ready_pod(client, instance_sel, instance["metadata"]["uid"], "new instance Ready"),
+        lambda: new_ready_pod(client, instance_sel, instance.metadata.uid, "new instance Ready"),
     )
     timed(
         "network policy: Cluster Ready under enforcement",
@@ -269,10 +268,10 @@ def test_with_enforcement_the_operator_heals_a_recreated_instance_and_a_new_serv
             f"Cluster {cluster} Ready", lambda: release.cluster_ready(client, cluster), 600, 2
         ),
     )
-    name, ip = new["metadata"]["name"], new["status"]["podIP"]
+    name, ip = new.metadata.name, new.status.pod_ip
 
     def reported() -> tuple[bool, str]:  # filled by the operator from the instance's status port
-        state = client.get(f"{release.CLUSTERS}/{cluster}")["status"].get("instancesReportedState", {})
+        state = release.cluster(client, cluster)["status"].get("instancesReportedState", {})
         mine = state.get(name, {})
         return mine.get("ip") == ip and bool(mine.get("timeLineID")) and mine.get("isPrimary"), f"{state}"
 
@@ -283,7 +282,7 @@ def test_with_enforcement_the_operator_heals_a_recreated_instance_and_a_new_serv
     SUMMARY.append(f"network policy: instance {name} ({ip}) reported by the operator: {reported()[1]}")
     timed(
         "network policy: server recreated and Ready under enforcement",
-        lambda: new_ready_pod(client, server_sel, server["metadata"]["uid"], "new server Ready"),
+        lambda: new_ready_pod(client, server_sel, server.metadata.uid, "new server Ready"),
     )
     found = timed("network policy: Service call to the new server", lambda: service_call(client, "healed"))
     assert " 200 " in found["admitted"], f"the new server cannot answer from its database: {found}"
@@ -297,7 +296,7 @@ def test_the_cluster_bootstrapped_under_enforcement_through_its_initdb_job(enfor
     initdb = enforced["jobs"].get("initdb")
     assert initdb, f"no initdb Job of CloudNativePG in the events: {enforced['jobs']}"
     since = enforced["enforcing_since"]
-    assert datetime.fromisoformat(initdb["first"]) >= since, f"{initdb} started before enforcement ({since})"
+    assert initdb["first"] and initdb["first"] >= since, f"{initdb} started before enforcement ({since})"
     assert initdb["completed"] and len(initdb["pods"]) == 1, f"not completed by its first pod: {initdb}"
 
 
@@ -319,7 +318,7 @@ def test_with_enforcement_a_second_instance_joins_through_its_job_pod(
 
     def two_ready() -> tuple[bool, str]:
         ready, state = release.cluster_ready(client, cluster)
-        count = client.get(f"{release.CLUSTERS}/{cluster}").get("status", {}).get("readyInstances")
+        count = release.cluster(client, cluster).get("status", {}).get("readyInstances")
         return ready and count == 2, f"readyInstances {count}, {state}"
 
     try:
@@ -332,7 +331,7 @@ def test_with_enforcement_a_second_instance_joins_through_its_job_pod(
     join = release.cnpg_jobs(client).get("join")
     SUMMARY.append(f"network policy: CloudNativePG Job join: {join}")
     assert join and join["completed"], f"no completed join Job in the events: {join}"
-    state = client.get(f"{release.CLUSTERS}/{cluster}")["status"].get("instancesReportedState", {})
+    state = release.cluster(client, cluster)["status"].get("instancesReportedState", {})
     assert sorted(s.get("isPrimary") for s in state.values()) == [False, True], state
     router = enforced["router"]
     assert router.process is not None and router.process.poll() is None, router.tail()

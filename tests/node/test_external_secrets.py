@@ -181,7 +181,7 @@ def test_the_charts_external_secrets_are_ready_and_write_their_secrets_from_the_
 def test_cloudnativepg_and_mlflow_start_from_the_secrets_external_secrets_wrote(synced: Synced) -> None:
     client = synced.node.client
     cluster = release.cluster_name()
-    bootstrap = client.get(f"{release.CLUSTERS}/{cluster}")["spec"]["bootstrap"]["initdb"]["secret"]["name"]
+    bootstrap = release.cluster(client, cluster)["spec"]["bootstrap"]["initdb"]["secret"]["name"]
     targets = [es["spec"]["target"]["name"] for es in synced.render.find("ExternalSecret")]
     assert bootstrap in targets, (bootstrap, targets)
     synced.wait(f"Cluster {cluster} Ready", lambda: release.cluster_ready(client, cluster), 900)

@@ -16,25 +16,24 @@ Run by `make node-test` (marked `node`, outside `make test`).
 from __future__ import annotations
 
 import re
-import urllib.parse
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import yaml
+from kubernetes.client import ApiClient, AppsV1Api, BatchV1Api, CoreV1Api, V1Pod
 
 from mlflow_gitops import chart
 from mlflow_gitops.node import api, homelab, render_images
 from mlflow_gitops.node.node import Node
 from mlflow_gitops.podrunner.base import NAMESPACE
 from mlflow_gitops.podrunner.render import Render
-from tests.node import release
+from tests.node import kube, release
 from tests.node.conftest import SUMMARY
 from tests.node.release import RELEASE, helm, timed
 
 pytestmark = [pytest.mark.node, pytest.mark.upstream]
 
-DEPLOYMENT = f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/{RELEASE}"
 # The value `helm upgrade` changes: a pod annotation of the server, harmless and visible on the pod.
 UPGRADE_ANNOTATION = "node-test.mlflow.daviestechlabs.io/upgrade"
 
@@ -54,34 +53,35 @@ def written() -> dict[str, Any]:
     return {}
 
 
-def server_selector(client: api.Client) -> str:
-    labels = client.get(DEPLOYMENT)["spec"]["selector"]["matchLabels"]
-    return urllib.parse.quote(",".join(f"{k}={v}" for k, v in sorted(labels.items())))
+def server_selector(client: ApiClient) -> str:
+    """The label selector of the server Deployment's pods."""
+    labels = AppsV1Api(client).read_namespaced_deployment(RELEASE, NAMESPACE).spec.selector.match_labels
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
 
 
-def server_pod(client: api.Client) -> dict[str, Any]:
+def server_pod(client: ApiClient) -> V1Pod:
     (pod,) = release.ready_pods(client, server_selector(client))
     return pod
 
 
-def restarts(pod: dict[str, Any]) -> dict[str, int]:
-    return {s["name"]: s["restartCount"] for s in pod["status"].get("containerStatuses", [])}
+def restarts(pod: V1Pod) -> dict[str, int]:
+    return {s.name: s.restart_count for s in pod.status.container_statuses or []}
 
 
-def new_ready_pod(client: api.Client, selector: str, old_uid: str, what: str, timeout: float = 600) -> dict:
+def new_ready_pod(client: ApiClient, selector: str, old_uid: str, what: str, timeout: float = 600) -> V1Pod:
     def replaced() -> tuple[bool, str]:
-        found = [p for p in release.ready_pods(client, selector) if p["metadata"]["uid"] != old_uid]
+        found = [p for p in release.ready_pods(client, selector) if p.metadata.uid != old_uid]
         return len(found) == 1, f"{len(found)} new Ready pods; {release.pods(client)}"
 
     try:
         api.wait_for(what, replaced, timeout, 2)
     except TimeoutError as error:
         raise AssertionError(f"{error}\n{release.events(client)}") from error
-    (pod,) = [p for p in release.ready_pods(client, selector) if p["metadata"]["uid"] != old_uid]
+    (pod,) = [p for p in release.ready_pods(client, selector) if p.metadata.uid != old_uid]
     return pod
 
 
-def read_back(client: api.Client, render: Render, name: str, written: dict[str, Any]) -> None:
+def read_back(client: ApiClient, render: Render, name: str, written: dict[str, Any]) -> None:
     """A new client pod reads the run, its artifact and the model version; all as written."""
     assert written, "the first lifecycle step wrote nothing to read back"
     env = {"LIFECYCLE_MODE": "read", "RUN_ID": written["run_id"], "MODEL_VERSION": written["version"]}
@@ -95,10 +95,8 @@ def test_helm_install_of_the_homelab_values_becomes_ready_and_passes_helm_test(
     node: Node, installed: Render
 ) -> None:
     client, render = node.client, installed
-    server = client.get(DEPLOYMENT)["spec"]["template"]["spec"]
-    assert server["containers"][0]["image"].endswith(
-        render_images.reference("mlflow").removeprefix("docker.io/")
-    )
+    server = AppsV1Api(client).read_namespaced_deployment(RELEASE, NAMESPACE).spec.template.spec
+    assert server.containers[0].image.endswith(render_images.reference("mlflow").removeprefix("docker.io/"))
     # --logs: helm reads the test pod's output through the API server's pods/log.
     done = timed(
         "helm test",
@@ -122,21 +120,22 @@ def test_helm_install_of_the_homelab_values_becomes_ready_and_passes_helm_test(
         "metadata": {"name": f"{cronjob['metadata']['name']}-now", "namespace": NAMESPACE},
         "spec": cronjob["spec"]["jobTemplate"]["spec"],
     }
-    client.apply(job)
+    BatchV1Api(client).create_namespaced_job(NAMESPACE, job)
+    job_name = job["metadata"]["name"]
     try:
         timed(
             "gc Job complete",
-            lambda: api.wait_for("gc Job", lambda: release.job_finished(client, job), 600, 2),
+            lambda: api.wait_for("gc Job", lambda: release.job_finished(client, job_name), 600, 2),
         )
     finally:
         SUMMARY.extend(f"helm: pod {line}" for line in release.pods(client))
-    assert release.job_finished(client, job)[1].startswith("Complete"), (
-        f"{release.job_finished(client, job)}\n{release.events(client)}"
+    assert release.job_finished(client, job_name)[1].startswith("Complete"), (
+        f"{release.job_finished(client, job_name)}\n{release.events(client)}"
     )
     # The server and PostgreSQL ran through it all without a restart (init containers may retry).
     restarted = {
-        f"{pod['metadata']['name']}/{name}": count
-        for pod in client.get(release.PODS)["items"]
+        f"{pod.metadata.name}/{name}": count
+        for pod in CoreV1Api(client).list_namespaced_pod(NAMESPACE).items
         for name, count in restarts(pod).items()
         if count
     }
@@ -167,7 +166,7 @@ def test_helm_upgrade_with_a_changed_pod_annotation_recreates_the_server_and_kee
     node: Node, installed: Render, written: dict[str, Any]
 ) -> None:
     client = node.client
-    assert client.get(DEPLOYMENT)["spec"]["strategy"]["type"] == "Recreate"
+    assert AppsV1Api(client).read_namespaced_deployment(RELEASE, NAMESPACE).spec.strategy.type == "Recreate"
     old = server_pod(client)
     upgrade = node.run_dir / "upgrade-values.yaml"
     upgrade.write_text(yaml.safe_dump({"mlflow": {"podAnnotations": {UPGRADE_ANNOTATION: "2"}}}))
@@ -177,11 +176,9 @@ def test_helm_upgrade_with_a_changed_pod_annotation_recreates_the_server_and_kee
     assert re.search(r"REVISION: 2\b", done.stdout), done.stdout
     pod = timed(
         "lifecycle: upgraded server pod Ready",
-        lambda: new_ready_pod(
-            client, server_selector(client), old["metadata"]["uid"], "upgraded server Ready"
-        ),
+        lambda: new_ready_pod(client, server_selector(client), old.metadata.uid, "upgraded server Ready"),
     )
-    assert pod["metadata"].get("annotations", {}).get(UPGRADE_ANNOTATION) == "2", pod["metadata"]
+    assert (pod.metadata.annotations or {}).get(UPGRADE_ANNOTATION) == "2", pod.metadata
     SUMMARY.append(f"helm: lifecycle: upgrade changed mlflow.podAnnotations.{UPGRADE_ANNOTATION}")
     read_back(client, installed, "lifecycle-read-upgraded", written)
 
@@ -191,10 +188,10 @@ def test_a_deleted_server_pod_comes_back_with_the_runs_and_models_intact(
 ) -> None:
     client = node.client
     old = server_pod(client)
-    client.delete(f"{release.PODS}/{old['metadata']['name']}")
+    CoreV1Api(client).delete_namespaced_pod(old.metadata.name, NAMESPACE)
     timed(
         "lifecycle: deleted server pod replaced and Ready",
-        lambda: new_ready_pod(client, server_selector(client), old["metadata"]["uid"], "new server Ready"),
+        lambda: new_ready_pod(client, server_selector(client), old.metadata.uid, "new server Ready"),
     )
     read_back(client, installed, "lifecycle-read-server-replaced", written)
 
@@ -204,15 +201,15 @@ def test_a_deleted_postgresql_pod_is_recreated_by_the_operator_and_the_server_re
 ) -> None:
     client, cluster = node.client, release.cluster_name()
     server = server_pod(client)
-    selector = urllib.parse.quote(f"cnpg.io/cluster={cluster},!cnpg.io/jobRole")
+    selector = f"cnpg.io/cluster={cluster},!cnpg.io/jobRole"
     (instance,) = release.ready_pods(client, selector)
     # A plain delete: the instance manager shuts PostgreSQL down smartly, waiting for the server's
     # pooled connections up to CloudNativePG's smartShutdownTimeout (180 s by default) before a
     # fast shutdown; the operator then recreates the pod on the same claim.
-    client.delete(f"{release.PODS}/{instance['metadata']['name']}")
+    CoreV1Api(client).delete_namespaced_pod(instance.metadata.name, NAMESPACE)
     new = timed(
         "lifecycle: PostgreSQL pod recreated and Ready",
-        lambda: new_ready_pod(client, selector, instance["metadata"]["uid"], "new PostgreSQL instance Ready"),
+        lambda: new_ready_pod(client, selector, instance.metadata.uid, "new PostgreSQL instance Ready"),
     )
     timed(
         "lifecycle: Cluster Ready again",
@@ -220,12 +217,10 @@ def test_a_deleted_postgresql_pod_is_recreated_by_the_operator_and_the_server_re
             f"Cluster {cluster} Ready", lambda: release.cluster_ready(client, cluster), 600, 2
         ),
     )
-    SUMMARY.append(
-        f"helm: lifecycle: instance {instance['metadata']['name']} recreated as {new['metadata']['name']}"
-    )
+    SUMMARY.append(f"helm: lifecycle: instance {instance.metadata.name} recreated as {new.metadata.name}")
     read_back(client, installed, "lifecycle-read-postgres-replaced", written)
     after = server_pod(client)
-    assert after["metadata"]["uid"] == server["metadata"]["uid"], "the server pod was replaced"
+    assert after.metadata.uid == server.metadata.uid, "the server pod was replaced"
     assert restarts(after) == restarts(server), (
         f"the server restarted: {restarts(server)} -> {restarts(after)}"
     )
@@ -240,16 +235,18 @@ def test_helm_uninstall_keeps_the_cluster_and_the_artifact_claim_and_removes_the
         lambda: helm(node, "uninstall", RELEASE, f"--namespace={NAMESPACE}", "--wait", timeout=600),
     )
     assert done.returncode == 0, f"helm uninstall exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
-    claim = installed.one("PersistentVolumeClaim")["metadata"]["name"]
+    core, claim = CoreV1Api(client), installed.one("PersistentVolumeClaim")["metadata"]["name"]
     kept = {
-        f"Cluster/{cluster}": f"{release.CLUSTERS}/{cluster}",
-        f"PersistentVolumeClaim/{claim}": f"/api/v1/namespaces/{NAMESPACE}/persistentvolumeclaims/{claim}",
+        f"Cluster/{cluster}": release.cluster(client, cluster)["metadata"].get("deletionTimestamp"),
+        f"PersistentVolumeClaim/{claim}": core.read_namespaced_persistent_volume_claim(
+            claim, NAMESPACE
+        ).metadata.deletion_timestamp,
     }
-    for name, path in kept.items():
-        status, body = client.request("GET", path)
-        assert status == 200 and not body["metadata"].get("deletionTimestamp"), f"{name}: {status} {body}"
-    status, _ = client.request("GET", DEPLOYMENT)
-    assert status == 404, f"Deployment {RELEASE} after helm uninstall: {status}"
-    status, _ = client.request("GET", f"/api/v1/namespaces/{NAMESPACE}/services/{RELEASE}")
-    assert status == 404, f"Service {RELEASE} after helm uninstall: {status}"
+    assert not any(kept.values()), f"being deleted after helm uninstall: {kept}"
+    assert kube.absent(lambda: AppsV1Api(client).read_namespaced_deployment(RELEASE, NAMESPACE)), (
+        f"Deployment {RELEASE} is still there after helm uninstall"
+    )
+    assert kube.absent(lambda: core.read_namespaced_service(RELEASE, NAMESPACE)), (
+        f"Service {RELEASE} is still there after helm uninstall"
+    )
     SUMMARY.append(f"helm: lifecycle: uninstall kept {sorted(kept)}")
