@@ -12,7 +12,7 @@ Secrets' built-in `fake`: it holds a random value at every key and property they
 
     install_crds(client)
     with Controller(node):
-        client.apply(fake_store(render, values))
+        apply_store(client, fake_store(render, values))
         ...  # the chart's ExternalSecrets write their Secrets
 """
 
@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
+from kubernetes.client import ApiClient, CustomObjectsApi
 
 from mlflow_gitops import go_modules
 from mlflow_gitops.node import addons, api, host, processes
@@ -41,6 +42,7 @@ MODULE = "github.com/external-secrets/external-secrets"
 TOOL = addons.ToolModule(NAME, MODULE, MODULE, "EXTERNAL_SECRETS_VERSION", addons.TOOLS / NAME)
 METRICS_PORT = 18090  # a port of its own, apart from Flux's controllers' (mlflow_gitops.node.flux)
 GROUP = "external-secrets.io/v1"
+PLURALS = {"ClusterSecretStore": "clustersecretstores", "SecretStore": "secretstores", "ExternalSecret": "externalsecrets"}  # fmt: skip
 
 
 def crd_files() -> list[Path]:
@@ -52,13 +54,14 @@ def crd_files() -> list[Path]:
     return found
 
 
-def install_crds(client: api.Client) -> list[str]:
-    """Apply every External Secrets CRD and wait until each is Established; returns their names."""
+def install_crds(client: api.NodeClient) -> list[str]:
+    """Apply every External Secrets CRD (server-side) and wait until each is Established; returns
+    their names."""
     names = []
     for path in crd_files():
         for crd in yaml.safe_load_all(path.read_text()):
             if crd and crd.get("kind") == "CustomResourceDefinition":
-                client.apply(crd)
+                api.apply(client, crd)
                 names.append(crd["metadata"]["name"])
     for name in names:
         wait_established(client, name)
@@ -104,12 +107,50 @@ def conditions(obj: dict[str, Any]) -> dict[str, str]:
     return {c["type"]: f"{c['status']} {c.get('reason', '')}: {c.get('message', '')[:300]}" for c in obj.get("status", {}).get("conditions", [])}  # fmt: skip
 
 
-def ready(client: api.Client, path: str) -> tuple[bool, str]:
-    status, body = client.request("GET", path)
-    if status != 200:
-        return False, f"GET {path}: {status}"
-    found = conditions(body)
-    return found.get("Ready", "").startswith("True"), f"{path}: conditions {found}"
+def custom_ref(kind: str, namespace: str | None = None) -> tuple[str, ...]:
+    """CustomObjectsApi's leading arguments for a kind of the group: (group, version, [namespace,]
+    plural), the namespace for the namespaced calls only."""
+    if kind not in PLURALS:
+        raise ValueError(f"kind {kind!r}: allowed {', '.join(PLURALS)}")
+    group, version = GROUP.split("/")
+    return (group, version, *([namespace] if namespace else []), PLURALS[kind])
+
+
+def read(client: ApiClient, kind: str, name: str, namespace: str | None = None) -> dict[str, Any]:
+    """An object of the group as stored (a dict); cluster-scoped when `namespace` is None."""
+    custom = CustomObjectsApi(client)
+    if namespace:
+        return custom.get_namespaced_custom_object(*custom_ref(kind, namespace), name)
+    return custom.get_cluster_custom_object(*custom_ref(kind), name)
+
+
+def delete(client: ApiClient, kind: str, name: str, namespace: str | None = None) -> None:
+    custom = CustomObjectsApi(client)
+    if namespace:
+        custom.delete_namespaced_custom_object(*custom_ref(kind, namespace), name)
+    else:
+        custom.delete_cluster_custom_object(*custom_ref(kind), name)
+
+
+def store_key(store: dict[str, Any]) -> tuple[str, str, str | None]:
+    """(kind, name, namespace or None) of a store as fake_store() makes it."""
+    return store["kind"], store["metadata"]["name"], store["metadata"].get("namespace")
+
+
+def apply_store(client: ApiClient, store: dict[str, Any]) -> dict[str, Any]:
+    """Server-side apply of a store (created, or updated to hold these values); returns it as stored."""
+    kind, name, namespace = store_key(store)
+    custom = CustomObjectsApi(client)
+    options = {"field_manager": api.FIELD_MANAGER, "force": True, "_content_type": api.APPLY_PATCH}
+    if namespace:
+        return custom.patch_namespaced_custom_object(*custom_ref(kind, namespace), name, store, **options)
+    return custom.patch_cluster_custom_object(*custom_ref(kind), name, store, **options)
+
+
+def ready(client: ApiClient, kind: str, name: str, namespace: str | None = None) -> tuple[bool, str]:
+    """Whether the object's Ready condition is True; its conditions as the state."""
+    found = conditions(read(client, kind, name, namespace))
+    return found.get("Ready", "").startswith("True"), f"{kind} {name}: conditions {found}"
 
 
 class Controller(processes.Started):

@@ -26,13 +26,14 @@ from typing import Any
 
 import pytest
 import yaml
+from kubernetes.client import AppsV1Api, CoreV1Api
 
 from mlflow_gitops import chart
 from mlflow_gitops.node import api, external_secrets, gobuild, homelab, operator
 from mlflow_gitops.node.node import Node
 from mlflow_gitops.podrunner.base import NAMESPACE
 from mlflow_gitops.podrunner.render import Render
-from tests.node import release
+from tests.node import kube, release
 from tests.node.conftest import SUMMARY
 from tests.support.ci import unavailable
 
@@ -82,14 +83,14 @@ def lab_values(run_dir: Path) -> Path:
 def free_volumes(node: Node) -> None:
     """Delete the volumes the release's claims left Released (with their data) and make them again,
     empty, so a later install on the same node starts from empty volumes."""
-    client = node.client
-    for pv in client.get("/api/v1/persistentvolumes")["items"]:
-        if pv["spec"].get("claimRef", {}).get("namespace") == NAMESPACE:
-            client.delete(f"/api/v1/persistentvolumes/{pv['metadata']['name']}")
-            path = pv["spec"].get("local", pv["spec"].get("hostPath", {})).get("path")
-            if path:
-                shutil.rmtree(path, ignore_errors=True)
-    homelab.create_storage(client, node.run_dir)
+    core = CoreV1Api(node.client)
+    for pv in core.list_persistent_volume().items:
+        if pv.spec.claim_ref and pv.spec.claim_ref.namespace == NAMESPACE:
+            kube.absent(lambda pv=pv: core.delete_persistent_volume(pv.metadata.name))
+            source = pv.spec.local or pv.spec.host_path
+            if source and source.path:
+                shutil.rmtree(source.path, ignore_errors=True)
+    homelab.create_storage(node.client, node.run_dir)
 
 
 def expected_secret(es: dict[str, Any], held: dict[str, dict[str, str]]) -> dict[str, str]:
@@ -121,14 +122,14 @@ def synced(node: Node) -> Iterator[Synced]:
     synced = Synced(node, controller, render, store, held)
     try:
         timed("controller ready", controller.start)
-        client.apply(store)
-        path = client.resource_path(store)
-        synced.wait(f"{store['kind']} {store['metadata']['name']} Ready", lambda: external_secrets.ready(client, path), 300)  # fmt: skip
+        external_secrets.apply_store(client, store)
+        key = external_secrets.store_key(store)
+        synced.wait(f"{key[0]} {key[1]} Ready", lambda: external_secrets.ready(client, *key), 300)
         for key, props in sorted(held.items()):
             line = f"{store['kind']} {store['metadata']['name']} (provider fake, standing in for Vault): {key}: {sorted(props)}, random values"  # fmt: skip
             print(line)
             SUMMARY.append(f"external-secrets: {line}")
-        client.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
+        api.create_or_keep(lambda: CoreV1Api(client).create_namespace({"metadata": {"name": NAMESPACE}}))
         values = [f"--values={chart.VALUES / 'homelab.yaml'}", f"--values={lab_values(node.run_dir)}"]
         SUMMARY.append(f"external-secrets: overrides left out: {list(EXTERNAL_SECRETS_OVERRIDES)}")
         done = timed("helm install", lambda: release.helm(node, "install", release.RELEASE, str(chart.CHART), f"--namespace={NAMESPACE}", *values))  # fmt: skip
@@ -137,7 +138,7 @@ def synced(node: Node) -> Iterator[Synced]:
     finally:
         try:
             release.remove(node)
-            client.delete(client.resource_path(store))
+            kube.absent(lambda: external_secrets.delete(client, *external_secrets.store_key(store)))
             free_volumes(node)
         finally:
             controller.stop()
@@ -150,7 +151,7 @@ def test_external_secrets_controller_from_its_go_module_serves_the_homelab_store
     assert gobuild.module_version(tool.path, tool.module) == tool.version
     assert synced.controller.alive(), synced.controller.tail()
     kind, name = external_secrets.store_ref(synced.render)
-    found = synced.node.client.get(synced.node.client.resource_path(synced.store))
+    found = external_secrets.read(synced.node.client, *external_secrets.store_key(synced.store))
     assert (found["kind"], found["metadata"]["name"]) == (kind, name)
     assert list(found["spec"]["provider"]) == ["fake"], found["spec"]
     assert external_secrets.conditions(found)["Ready"].startswith("True"), found.get("status")
@@ -161,19 +162,20 @@ def test_the_charts_external_secrets_are_ready_and_write_their_secrets_from_the_
     client = synced.node.client
     for es in synced.render.find("ExternalSecret"):
         name = es["metadata"]["name"]
-        path = f"/apis/{external_secrets.GROUP}/namespaces/{NAMESPACE}/externalsecrets/{name}"
         synced.wait(
-            f"ExternalSecret {name} Ready", lambda path=path: external_secrets.ready(client, path), 300
+            f"ExternalSecret {name} Ready",
+            lambda name=name: external_secrets.ready(client, "ExternalSecret", name, NAMESPACE),
+            300,
         )
         target = es["spec"]["target"]["name"]
-        secret = client.get(f"/api/v1/namespaces/{NAMESPACE}/secrets/{target}")
+        secret = CoreV1Api(client).read_namespaced_secret(target, NAMESPACE)
         wanted_type = es["spec"]["target"].get("template", {}).get("type", "Opaque")
-        assert secret["type"] == wanted_type, (target, secret["type"])
-        written = {key: base64.b64decode(value).decode() for key, value in secret.get("data", {}).items()}
+        assert secret.type == wanted_type, (target, secret.type)
+        written = {key: base64.b64decode(value).decode() for key, value in (secret.data or {}).items()}
         assert written == expected_secret(es, synced.held), f"Secret {target}: keys {sorted(written)}"
-        owners = [(o["kind"], o["name"]) for o in secret["metadata"].get("ownerReferences", [])]
+        owners = [(o.kind, o.name) for o in secret.metadata.owner_references or []]
         assert owners == [("ExternalSecret", name)], owners
-        line = f"Secret {NAMESPACE}/{target} ({secret['type']}; {', '.join(sorted(written))}): written by ExternalSecret {name} from the fake store"  # fmt: skip
+        line = f"Secret {NAMESPACE}/{target} ({secret.type}; {', '.join(sorted(written))}): written by ExternalSecret {name} from the fake store"  # fmt: skip
         print(line)
         SUMMARY.append(f"external-secrets: {line}")
 
@@ -186,6 +188,8 @@ def test_cloudnativepg_and_mlflow_start_from_the_secrets_external_secrets_wrote(
     assert bootstrap in targets, (bootstrap, targets)
     synced.wait(f"Cluster {cluster} Ready", lambda: release.cluster_ready(client, cluster), 900)
     synced.wait("MLflow Deployment ready", lambda: release.deployment_ready(client, release.RELEASE), 600)
-    pod_spec = client.get(f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/{release.RELEASE}")["spec"]["template"]["spec"]  # fmt: skip
-    env_from = {ref["secretRef"]["name"] for c in pod_spec["containers"] for ref in c.get("envFrom", []) if "secretRef" in ref}  # fmt: skip
+    pod_spec = AppsV1Api(client).read_namespaced_deployment(release.RELEASE, NAMESPACE).spec.template.spec
+    env_from = {
+        ref.secret_ref.name for c in pod_spec.containers for ref in c.env_from or [] if ref.secret_ref
+    }
     assert set(targets) - {bootstrap} <= env_from, (targets, env_from)
