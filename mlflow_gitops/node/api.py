@@ -71,61 +71,7 @@ def _pool_class(netns: Path) -> type[urllib3.HTTPSConnectionPool]:
     return Pool
 
 
-class PathRequests:
-    """Transitional: the path-based calls of the node's former hand-written client (request, get,
-    create, delete, apply, resource_path), sent through this ApiClient's own connections, for the
-    callers not yet on the typed APIs (mlflow_gitops/node/external_secrets.py and
-    tests/node/test_external_secrets.py). Remove once nothing calls them."""
-
-    def request(
-        self: Any,
-        method: str,
-        path: str,
-        body: Any = None,
-        timeout: float = 30,
-        content_type: str = "application/json",
-    ) -> tuple[int, Any]:
-        headers = {
-            "Accept": "application/json",
-            **({"Content-Type": content_type} if body is not None else {}),
-        }
-        serialized = self.param_serialize(
-            method, path, header_params=headers, body=body, auth_settings=["BearerToken"]
-        )
-        response = self.call_api(*serialized, _request_timeout=timeout)
-        raw = response.read()
-        try:
-            return response.status, (json.loads(raw) if raw else None)
-        except ValueError:
-            return response.status, raw.decode(errors="replace")
-
-    def _expect(self, method: str, path: str, body: Any, ok: tuple[int, ...], **kwargs: Any) -> Any:
-        status, answer = self.request(method, path, body, **kwargs)
-        if status not in ok:
-            raise ApiException(status=status, reason=f"{method} {path}", body=json.dumps(answer))
-        return answer
-
-    def get(self, path: str) -> Any:
-        return self._expect("GET", path, None, (200,))
-
-    def create(self, obj: dict[str, Any]) -> Any:
-        """POST to the object's collection; an existing one (409) is left as it is."""
-        return self._expect("POST", self.resource_path(obj).rsplit("/", 1)[0], obj, (200, 201, 409))
-
-    def delete(self, path: str) -> None:
-        self._expect("DELETE", path, None, (200, 202, 404))
-
-    def resource_path(self: Any, obj: dict[str, Any]) -> str:
-        meta, resource = obj["metadata"], resource_of(self, obj)
-        return resource.path(
-            name=meta["name"], namespace=meta.get("namespace", "default") if resource.namespaced else None
-        )
-
-    def apply(self, obj: dict[str, Any], manager: str = FIELD_MANAGER) -> Any:
-        return apply(self, obj, manager)  # type: ignore[arg-type]
-
-
-class NodeClient(PathRequests, ApiClient):
+class NodeClient(ApiClient):
     """An ApiClient for a kubeconfig whose connections are made inside the network namespace `netns`;
     `dynamic` is its dynamic client, discovery cached in `discovery_cache`."""
 
@@ -145,9 +91,6 @@ class NodeClient(PathRequests, ApiClient):
         serialized = self.param_serialize("GET", path, auth_settings=["BearerToken"])
         response = self.call_api(*serialized, _request_timeout=timeout)
         return response.status, response.read().decode(errors="replace")
-
-
-Client = NodeClient  # transitional: the former client's name, for the callers PathRequests serves
 
 
 def resource_of(client: NodeClient, obj: dict[str, Any]) -> Any:
