@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import urllib3
+import yaml
 from kubernetes import config
-from kubernetes.client import ApiClient, ApiException, Configuration
+from kubernetes.client import ApiClient, ApiException, ApiextensionsV1Api, Configuration
 from kubernetes.dynamic import DynamicClient
 
 CLONE_NEWNET = 0x40000000
@@ -148,3 +149,26 @@ def wait_for(
             return time.monotonic() - started
         time.sleep(interval)
     raise TimeoutError(f"{what}: not within {timeout:.0f} s; last state: {state}")
+
+
+def wait_established(client: ApiClient, name: str) -> None:
+    def established() -> tuple[bool, str]:
+        status = ApiextensionsV1Api(client).read_custom_resource_definition_status(name).status
+        conditions = {c.type: c.status for c in (status and status.conditions) or []}
+        return conditions.get("Established") == "True", f"conditions {conditions}"
+
+    wait_for(f"CRD {name} Established", established, 120, 0.5)
+
+
+def install_crds(client: NodeClient, files: list[Path]) -> list[str]:
+    """Apply every CustomResourceDefinition of the YAML files (server-side) and wait until each is
+    Established; returns their names."""
+    names = []
+    for path in files:
+        for crd in yaml.safe_load_all(path.read_text()):
+            if crd and crd.get("kind") == "CustomResourceDefinition":
+                apply(client, crd)
+                names.append(crd["metadata"]["name"])
+    for name in names:
+        wait_established(client, name)
+    return names

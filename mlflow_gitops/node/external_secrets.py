@@ -25,12 +25,10 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
 from kubernetes.client import ApiClient, CustomObjectsApi
 
 from mlflow_gitops import go_modules
 from mlflow_gitops.node import addons, api, host, processes
-from mlflow_gitops.node.operator import wait_established
 from mlflow_gitops.podrunner.base import NAMESPACE
 from mlflow_gitops.podrunner.render import Render
 
@@ -55,17 +53,8 @@ def crd_files() -> list[Path]:
 
 
 def install_crds(client: api.NodeClient) -> list[str]:
-    """Apply every External Secrets CRD (server-side) and wait until each is Established; returns
-    their names."""
-    names = []
-    for path in crd_files():
-        for crd in yaml.safe_load_all(path.read_text()):
-            if crd and crd.get("kind") == "CustomResourceDefinition":
-                api.apply(client, crd)
-                names.append(crd["metadata"]["name"])
-    for name in names:
-        wait_established(client, name)
-    return names
+    """Apply every External Secrets CRD (server-side) and wait until each is Established; returns their names."""
+    return api.install_crds(client, crd_files())
 
 
 def store_ref(render: Render) -> tuple[str, str]:

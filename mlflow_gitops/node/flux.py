@@ -26,11 +26,8 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
-import yaml
-
 from mlflow_gitops import go_modules
 from mlflow_gitops.node import addons, api, host, processes
-from mlflow_gitops.node.operator import wait_established
 
 if TYPE_CHECKING:
     from mlflow_gitops.node.node import Node
@@ -58,15 +55,7 @@ def crd_files() -> list[Path]:
 
 def install_crds(client: api.NodeClient) -> list[str]:
     """Apply every Flux CRD (server-side) and wait until each is Established; returns their names."""
-    names = []
-    for path in crd_files():
-        for crd in yaml.safe_load_all(path.read_text()):
-            if crd and crd.get("kind") == "CustomResourceDefinition":
-                api.apply(client, crd)
-                names.append(crd["metadata"]["name"])
-    for name in names:
-        wait_established(client, name)
-    return names
+    return api.install_crds(client, crd_files())
 
 
 class _GitHandler(http.server.BaseHTTPRequestHandler):

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from kubernetes.client import ApiClient, ApiException, ApiextensionsV1Api, AppsV1Api, CustomObjectsApi
+from kubernetes.client import ApiClient, ApiException, AppsV1Api, CustomObjectsApi
 
 from mlflow_gitops import go_modules, install_postgres
 from mlflow_gitops.node import api, cnpg_images
@@ -203,7 +203,7 @@ def install(client: api.NodeClient, postgres_image: str, timeout: float = 600) -
     for obj in objects:
         api.apply(client, obj)
         if obj["kind"] == "CustomResourceDefinition":
-            wait_established(client, obj["metadata"]["name"])
+            api.wait_established(client, obj["metadata"]["name"])
     timings["operator manifest applied"] = time.monotonic() - started
     timings["operator Deployment Available"] = api.wait_for(
         f"Deployment {NAMESPACE}/{DEPLOYMENT} Available", lambda: deployment_available(client), timeout, 2
@@ -212,12 +212,3 @@ def install(client: api.NodeClient, postgres_image: str, timeout: float = 600) -
         "the CloudNativePG webhook admits a dry-run Cluster", lambda: webhook_serving(client), timeout, 2
     )
     return timings
-
-
-def wait_established(client: ApiClient, name: str) -> None:
-    def established() -> tuple[bool, str]:
-        status = ApiextensionsV1Api(client).read_custom_resource_definition_status(name).status
-        conditions = {c.type: c.status for c in (status and status.conditions) or []}
-        return conditions.get("Established") == "True", f"conditions {conditions}"
-
-    api.wait_for(f"CRD {name} Established", established, 120, 0.5)
