@@ -153,7 +153,7 @@ node-flux: ## Build Flux's source-, kustomize- and helm-controller into ./bin (t
 	$(PYTHON) -m mlflow_gitops.node.build --flux
 
 node-external-secrets: ## Build External Secrets' controller into ./bin (tests/node/test_external_secrets.py).
-	$(PYTHON) -m mlflow_gitops.node.external_secrets
+	$(PYTHON) -m mlflow_gitops.node.build --external-secrets
 
 node: tools node-build ## Start the one-node cluster in the foreground (Ctrl-C stops it cleanly).
 	$(PY) -m mlflow_gitops.node

@@ -36,11 +36,12 @@ def test_kube_router_is_built_by_node_build_and_required_to_start_and_flux_only_
 ) -> None:
     assert set(addons.NAMES) <= set(build.names())
     assert addons.FLUX == ("source-controller", "kustomize-controller", "helm-controller")
-    assert "kube-router" in build.defaults() and not set(addons.FLUX) & set(build.defaults())
+    assert addons.APART == (*addons.FLUX, "external-secrets")
+    assert "kube-router" in build.defaults() and not set(addons.APART) & set(build.defaults())
     monkeypatch.setattr(gobuild, "module_version", lambda path, module: None)
     for tool in addons.ADDONS:
         needed = f"bin/{tool.name} {tool.version}"
-        assert (needed in build.missing()) is (tool.name not in addons.FLUX), needed
+        assert (needed in build.missing()) is (tool.name not in addons.APART), needed
         assert (needed in addons.missing(addons.FLUX)) is (tool.name in addons.FLUX), needed
 
 
@@ -50,6 +51,9 @@ def test_node_flux_asks_for_the_controllers_and_nothing_else(monkeypatch: pytest
     monkeypatch.setattr(build.install_postgres, "main", lambda packages: pytest.fail("no Debian step"))
     assert build.main(["--flux"]) == 0
     assert built == sorted(addons.FLUX)
+    built.clear()
+    assert build.main(["--external-secrets"]) == 0
+    assert built == ["external-secrets"]
 
 
 def test_addon_module_at_another_version_than_the_pin_is_refused_naming_both(

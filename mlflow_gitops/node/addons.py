@@ -4,6 +4,7 @@
   runs it): tools/node/kube-router, a module with one `tool` line and the release's requirements
   (`go install` is refused: a dependency's pseudo-version is not served; that go.mod says which).
   Its Debian package ipset is in build.PACKAGES.
+* External Secrets' controller (EXTERNAL_SECRETS_VERSION): tools/node/external-secrets;
 * Flux's source-, kustomize- and helm-controller (FLUX_SOURCE_CONTROLLER_VERSION,
   FLUX_KUSTOMIZE_CONTROLLER_VERSION, FLUX_HELM_CONTROLLER_VERSION): tools/node/flux/<name>,
   each a module with one `tool` line and the replaces of the release's go.mod (`go install` refuses
@@ -56,6 +57,7 @@ class ToolModule:
 
 
 KUBE_ROUTER = "github.com/cloudnativelabs/kube-router/v2"
+EXTERNAL_SECRETS = "github.com/external-secrets/external-secrets"
 ADDONS = (
     ToolModule(
         "kube-router", KUBE_ROUTER, f"{KUBE_ROUTER}/cmd/kube-router", "KUBE_ROUTER_VERSION",
@@ -69,11 +71,17 @@ ADDONS = (
             ("helm-controller", "FLUX_HELM_CONTROLLER_VERSION"),
         )
     ),
+    ToolModule(
+        "external-secrets", EXTERNAL_SECRETS, EXTERNAL_SECRETS, "EXTERNAL_SECRETS_VERSION", TOOLS / "external-secrets",
+    ),
 )  # fmt: skip
 NAMES = tuple(tool.name for tool in ADDONS)
 # Built only by `make node-flux`: their one test (tests/node/test_flux.py) needs the upstream chart,
 # and cold they take longer than the rest of the node together.
 FLUX = tuple(name for name in NAMES if name.endswith("-controller"))
+# Built only by `make node-external-secrets`, for tests/node/test_external_secrets.py (same reasons).
+EXTERNAL_SECRETS_NAMES = ("external-secrets",)
+APART = (*FLUX, *EXTERNAL_SECRETS_NAMES)  # not in `make node-build`, not needed to start the node
 
 
 def by_name(name: str) -> ToolModule:

@@ -18,7 +18,8 @@ A binary is kept when it already carries its pin: the Kubernetes ones by `--vers
 `go install` ones by the module version `go version -m` reads from them, pause when newer than its
 source. Each build prints its duration.
 
-Usage: python -m mlflow_gitops.node.build [--flux] [NAME ...]  (default: all but Flux's controllers)
+Usage: python -m mlflow_gitops.node.build [--flux] [--external-secrets] [NAME ...]  (default: all but
+the add-ons built apart)
 """
 
 from __future__ import annotations
@@ -163,8 +164,8 @@ def names() -> list[str]:
 
 
 def defaults() -> list[str]:
-    """What `make node-build` builds: everything but Flux's controllers (`make node-flux`)."""
-    return [name for name in names() if name not in addons.FLUX]
+    """What `make node-build` builds: everything but the add-ons built apart (addons.APART)."""
+    return [name for name in names() if name not in addons.APART]
 
 
 def missing() -> list[str]:
@@ -175,7 +176,7 @@ def missing() -> list[str]:
         for b in GO_INSTALLS
         if gobuild.module_version(b.path, b.module) != b.version
     ]
-    out += addons.missing(tuple(n for n in addons.NAMES if n not in addons.FLUX))
+    out += addons.missing(tuple(n for n in addons.NAMES if n not in addons.APART))
     out += [] if (BIN / "pause").exists() else ["bin/pause"]
     out += [f"Debian {p}" for p in install_postgres.missing(PACKAGES)]
     return out
@@ -184,14 +185,21 @@ def missing() -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "names", nargs="*", help=f"any of {', '.join(names())} (default: all but {', '.join(addons.FLUX)})"
+        "names", nargs="*", help=f"any of {', '.join(names())} (default: all but {', '.join(addons.APART)})"
     )
     parser.add_argument(
         "--flux", action="store_true", help=f"build {', '.join(addons.FLUX)} (`make node-flux`)"
     )
+    parser.add_argument(
+        "--external-secrets",
+        action="store_true",
+        help="build external-secrets (`make node-external-secrets`)",
+    )
     args = parser.parse_args(argv)
     if args.flux:
         args.names = [*args.names, *addons.FLUX]
+    if args.external_secrets:
+        args.names = [*args.names, *addons.EXTERNAL_SECRETS_NAMES]
     if unknown := set(args.names) - set(names()):
         parser.error(f"unknown {sorted(unknown)}; allowed: {', '.join(names())}")
     wanted = set(args.names or defaults())

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import secrets
 import subprocess
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,9 +34,7 @@ from mlflow_gitops.podrunner.render import Render
 if TYPE_CHECKING:
     from mlflow_gitops.node.node import Node
 
-NAME = "external-secrets"
-MODULE = "github.com/external-secrets/external-secrets"
-TOOL = addons.ToolModule(NAME, MODULE, MODULE, "EXTERNAL_SECRETS_VERSION", addons.TOOLS / NAME)
+TOOL = addons.by_name("external-secrets")
 METRICS_PORT = 18090  # a port of its own, apart from Flux's controllers' (mlflow_gitops.node.flux)
 GROUP = "external-secrets.io/v1"
 PLURALS = {"ClusterSecretStore": "clustersecretstores", "SecretStore": "secretstores", "ExternalSecret": "externalsecrets"}  # fmt: skip
@@ -147,7 +144,7 @@ class Controller(processes.Started):
 
     def __init__(self, node: Node, timeout: float = 300) -> None:
         self.node, self.timeout = node, timeout
-        self.log = node.layout.log(NAME)
+        self.log = node.layout.log(TOOL.name)
         self.process: subprocess.Popen[bytes] | None = None
 
     def command(self) -> list[str]:
@@ -157,16 +154,16 @@ class Controller(processes.Started):
         ]  # fmt: skip
 
     def start(self) -> None:
-        home = self.node.run_dir / NAME
+        home = self.node.run_dir / TOOL.name
         home.mkdir(parents=True, exist_ok=True)
         env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "TMPDIR": str(home), "KUBECONFIG": str(self.node.layout.kubeconfig("admin"))}  # fmt: skip
         self.process = processes.spawn(self.node.netns.enter(), self.command(), self.log, env)
-        api.wait_for(f"{NAME} /metrics", self._ready, self.timeout)
+        api.wait_for(f"{TOOL.name} /metrics", self._ready, self.timeout)
 
     def _ready(self) -> tuple[bool, str]:
         if self.process is None or self.process.poll() is not None:
             code = self.process.returncode if self.process else None
-            raise RuntimeError(f"{NAME} exited {code}:\n{self.tail()}")
+            raise RuntimeError(f"{TOOL.name} exited {code}:\n{self.tail()}")
         return processes.healthy(self.node.netns.path, METRICS_PORT, "/metrics")
 
     def alive(self) -> bool:
@@ -178,13 +175,3 @@ class Controller(processes.Started):
     def stop(self) -> None:
         processes.terminate(self.process, grace=30)
         self.process = None
-
-
-def main() -> int:
-    """Build ./bin/external-secrets (kept when it carries the pinned module version)."""
-    print(addons.build_tool(TOOL), flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
