@@ -2,7 +2,7 @@
 namespace (as the node's admin, like kube_router), their CRDs from the same Go modules, and a Git
 server there that serves this repository to source-controller (the node has no network).
 
-* The controllers are ./bin's, from `make node-build` (mlflow_gitops.node.addons: the pins
+* The controllers are ./bin's, from `make node-flux` (mlflow_gitops.node.addons: the pins
   FLUX_SOURCE_CONTROLLER_VERSION, FLUX_KUSTOMIZE_CONTROLLER_VERSION, FLUX_HELM_CONTROLLER_VERSION),
   each on its own metrics and health port of the node's address, leader election off, watching all
   namespaces. source-controller serves its artifacts on STORAGE_PORT, the address the other two

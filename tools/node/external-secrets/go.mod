@@ -1,5 +1,5 @@
 // Builds the External Secrets controller at EXTERNAL_SECRETS_VERSION of tools/versions.env, apart from
-// `make node-build` (`make node-external-secrets`), for
+// `make node-build` (`make node-external-secrets`, mlflow_gitops/node/addons.py), for
 // tests/node/test_external_secrets.py. `go install` is refused: the release's go.mod replaces
 // github.com/Masterminds/sprig/v3 with External Secrets' fork; this module repeats that replace, and
 // everything else is the release's own. The binary links every provider of the release (the

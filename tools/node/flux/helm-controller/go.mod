@@ -1,5 +1,5 @@
 // Builds Flux's helm-controller at FLUX_HELM_CONTROLLER_VERSION of tools/versions.env
-// (`make node-build`, mlflow_gitops/node/addons.py). `go install` is refused: the proxy refuses the
+// (`make node-flux`, mlflow_gitops/node/addons.py). `go install` is refused: the proxy refuses the
 // module's version list (its deprecation lookup fails) and the release's go.mod has replaces. This
 // module repeats the go-digest and kustomize replaces; the release also replaces helm.sh/helm/v4
 // with Flux's fork github.com/fluxcd/helm/v4 v4.2.4-flux.1, which the proxy refuses (403), so

@@ -1,5 +1,5 @@
 // Builds Flux's kustomize-controller at FLUX_KUSTOMIZE_CONTROLLER_VERSION of tools/versions.env
-// (`make node-build`, mlflow_gitops/node/addons.py). `go install` is refused: the release's go.mod has
+// (`make node-flux`, mlflow_gitops/node/addons.py). `go install` is refused: the release's go.mod has
 // replace directives; this module repeats the ones that matter outside it (go-digest, kustomize's
 // api and kyaml, yaml.v3), nothing else.
 // After a bump: set the require line, `go build -mod=mod` once, compare the replaces with the release's.

@@ -1,5 +1,5 @@
 // Builds Flux's source-controller at FLUX_SOURCE_CONTROLLER_VERSION of tools/versions.env
-// (`make node-build`, mlflow_gitops/node/addons.py). `go install` is refused: the release's go.mod has
+// (`make node-flux`, mlflow_gitops/node/addons.py). `go install` is refused: the release's go.mod has
 // replace directives. This module repeats the one that matters outside it (go-digest) and adds one:
 // github.com/fluxcd/pkg/artifact v0.18.3, which the release requires, is refused by the Go module
 // proxy (403 on its zip), so v0.18.0, the newest it serves of that minor, replaces it.
