@@ -27,6 +27,7 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+from mlflow_gitops.node import images
 from mlflow_gitops.node.gobuild import BIN, IMAGE_CACHE
 from mlflow_gitops.node.images import run
 
@@ -209,13 +210,8 @@ def operand_tar(reference: str, packages: dict[str, str]) -> Path:
 
 
 def import_image(reference: str, tar: Path, socket: Path) -> None:
-    """`ctr images import` of `tar` as `reference` (repository as base name, the layout's tag)."""
-    repository = reference.rsplit(":", 1)[0]
-    ctr = [str(BIN / "ctr"), "--address", str(socket), "-n", "k8s.io"]
-    run(*ctr, "images", "import", "--base-name", repository, str(tar))
-    listed = run(*ctr, "images", "list", "-q").split()
-    if reference not in listed:
-        raise RuntimeError(f"ctr imported {tar.name} but lists no {reference}: {listed}")
+    """`ctr images import` of `tar` as `reference` (repository as base name, the layout's tag), pinned."""
+    images.import_tar(tar, reference.rsplit(":", 1)[0], [reference], socket)
 
 
 def size(tar: Path) -> str:

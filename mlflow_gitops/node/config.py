@@ -210,7 +210,11 @@ def kubelet_config(layout: Layout) -> Path:
         "authorization": {"mode": "Webhook"},
         "imageGCHighThresholdPercent": 100,  # the images are imported, never pulled: keep them
         "imageGCLowThresholdPercent": 99,
-        "evictionHard": {"memory.available": "50Mi", "nodefs.available": "1%", "imagefs.available": "1%"},
+        "evictionHard": {  # host.require_free_space keeps a start above the disk's floor
+            "memory.available": "50Mi",
+            "nodefs.available": f"{host.EVICTION_FREE // 2**20}Mi",
+            "imagefs.available": f"{host.EVICTION_FREE // 2**20}Mi",
+        },
     }
     text = yaml.safe_dump(config, sort_keys=False)
     text = text.replace(

@@ -11,6 +11,9 @@
   leave behind.
 * One node per machine at a time (`MachineLock`): the kubelet's cgroup tree, the host sysctls and
   the leftover checks are machine-wide, so a second node waits for the first to stop.
+* Free space (`require_free_space`): below the kubelet's eviction floor the node is under disk
+  pressure (pods evicted, new ones refused), so a start on a nearly full disk fails at once, naming
+  the filesystem and what it has.
 """
 
 from __future__ import annotations
@@ -31,6 +34,10 @@ KUBERNETES_SERVICE_IP = "10.96.0.1"
 DNS_SERVICE_IP = "10.96.0.10"
 NETNS_DIR = Path("/run/netns")
 MACHINE_LOCK = Path("/run/mlflow-gitops-node.lock")
+EVICTION_FREE = 2**30  # the kubelet's evictionHard nodefs/imagefs.available
+# what a run writes under its directory (etcd, containerd's unpacked images, MLflow's the largest;
+# pod volumes), above the eviction floor
+NEEDED_FREE = 4 * 2**30 + EVICTION_FREE
 
 HOST_SYSCTLS = (
     "kernel/panic",
@@ -159,6 +166,20 @@ class MachineLock:
             os.ftruncate(self._fd, 0)
             os.close(self._fd)  # closing the last descriptor drops the flock
             self._fd = None
+
+
+def require_free_space(path: Path, needed: int | None = None) -> None:
+    """RuntimeError naming the filesystem of `path` when it has less than `needed` bytes free
+    (NEEDED_FREE unless given)."""
+    needed = NEEDED_FREE if needed is None else needed
+    usage = os.statvfs(path)
+    free = usage.f_bavail * usage.f_frsize
+    if free < needed:
+        raise RuntimeError(
+            f"the node needs {needed / 2**30:.1f} GiB free on the filesystem of {path}, which has "
+            f"{free / 2**30:.1f} GiB: below {EVICTION_FREE / 2**30:.0f} GiB the kubelet evicts pods "
+            "and refuses new ones; free some space (old runs' directories, caches) and start again"
+        )
 
 
 def iptables_rules() -> str:

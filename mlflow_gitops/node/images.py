@@ -10,6 +10,8 @@ into the rootfs, `repack`, `config`), packed as a tar and imported with
   pods;
 * the render's own images (mlflow, chart-busybox: mlflow_gitops.node.render_images), cached between
   runs and also tagged with the exact references the render uses.
+
+Every imported image is pinned (`import_tar`), so the kubelet's image collection leaves it alone.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from mlflow_gitops.node import render_images
 from mlflow_gitops.node.gobuild import BIN
 
 TAG = "latest"
+PINNED = "io.cri-containerd.pinned=pinned"  # the CRI reports the image pinned
 
 
 def image_ref(name: str) -> str:
@@ -92,11 +95,20 @@ def build(name: str, work: Path) -> Path:
     return tar
 
 
-def import_image(name: str, tar: Path, socket: Path) -> None:
+def import_tar(tar: Path, repository: str, references: list[str], socket: Path) -> None:
+    """`ctr images import` of `tar` under `repository` (the layout's tag), which must list as
+    references[0]; the other references are tags of it. Each is pinned: the kubelet never deletes a
+    pinned image, not even to reclaim disk under pressure, and these cannot be pulled back."""
     ctr = [str(BIN / "ctr"), "--address", str(socket), "-n", "k8s.io"]
-    run(*ctr, "images", "import", "--base-name", f"localhost/{name}", str(tar))
-    listed = run(*ctr, "images", "list", "-q")
-    if image_ref(name) not in listed.split():
-        raise RuntimeError(f"ctr imported {tar.name} but lists no {image_ref(name)}: {listed.split()}")
-    for alias in render_images.aliases(name):
-        run(*ctr, "images", "tag", "--force", image_ref(name), alias)
+    run(*ctr, "images", "import", "--base-name", repository, str(tar))
+    listed = run(*ctr, "images", "list", "-q").split()
+    if references[0] not in listed:
+        raise RuntimeError(f"ctr imported {tar.name} but lists no {references[0]}: {listed}")
+    for alias in references[1:]:
+        run(*ctr, "images", "tag", "--force", references[0], alias)
+    for reference in references:
+        run(*ctr, "images", "label", reference, PINNED)
+
+
+def import_image(name: str, tar: Path, socket: Path) -> None:
+    import_tar(tar, f"localhost/{name}", [image_ref(name), *render_images.aliases(name)], socket)

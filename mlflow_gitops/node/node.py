@@ -69,6 +69,7 @@ class Node(processes.Started):
         if missing := build.missing():
             raise RuntimeError(f"the node needs {', '.join(missing)}: run `make node-build`")
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        host.require_free_space(self.run_dir)
         if (waited := self._lock.acquire(self.lock_timeout, self.say)) > 1:
             self.timings["waited for another node"] = waited
         self._sysctls.record()
@@ -292,7 +293,7 @@ class Node(processes.Started):
         restored = self._sysctls.restore()
         if restored:
             self.say(f"sysctls put back: {'; '.join(restored)}")
-        for path in (self.run_dir / "etcd", self.run_dir / "containerd" / "root"):
+        for path in (self.run_dir / "etcd", self.run_dir / "containerd" / "root", self.run_dir / "images"):
             shutil.rmtree(path, ignore_errors=True)  # large; the logs stay
         self.timings["stop"] = time.monotonic() - started
         if problems := self.leftovers():

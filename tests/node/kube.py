@@ -42,7 +42,7 @@ def finished_pod(client: ApiClient, namespace: str, name: str, timeout: float) -
             ):  # fmt: skip
                 pod: V1Pod = event["object"]
                 phase = pod.status.phase if pod.status else None
-                last = f"{event['type']}, phase {phase}"
+                last = f"{event['type']}, {state(pod)}"
                 if phase in FINISHED:
                     return pod
         except ApiException as error:  # the watch expired (410 Gone) or broke: watch again
@@ -56,6 +56,28 @@ def termination_message(pod: V1Pod) -> str:
     """The first container's termination message (its /dev/termination-log, else its log's end)."""
     terminated = pod.status.container_statuses[0].state.terminated
     return (terminated.message or "").strip()
+
+
+def state(pod: V1Pod) -> str:
+    """The pod's phase, its conditions that are not True and why each container is not running
+    (ErrImageNeverPull, CrashLoopBackOff...): what a wait that timed out reports."""
+    status = pod.status
+    if status is None:
+        return "no status yet"
+    parts = [f"phase {status.phase}"]
+    parts += [
+        f"{c.type}={c.status} ({c.reason or ''})" for c in status.conditions or [] if c.status != "True"
+    ]
+    for container in (status.init_container_statuses or []) + (status.container_statuses or []):
+        for name, detail in (
+            ("waiting", container.state.waiting),
+            ("terminated", container.state.terminated),
+        ):
+            if detail is not None:
+                parts.append(
+                    f"{container.name} {name}: {detail.reason} {(detail.message or '').strip()[:300]}"
+                )
+    return "; ".join(parts)
 
 
 def ready(pod: V1Pod) -> bool:

@@ -224,7 +224,7 @@ echo "address=$address attempts=$attempt server=$server answer=$answer" | tee /d
     })  # fmt: skip
     psql = timed(
         "client pod connected through the -rw Service",
-        lambda: kube.finished_pod(client, CLIENT_NAMESPACE, "psql", 300),
+        lambda: kube.finished_pod(client, CLIENT_NAMESPACE, "psql", 600),
     )
     message = kube.termination_message(psql)
     SUMMARY.append(f"cnpg: client pod: {message}")

@@ -154,9 +154,7 @@ def test_server_writes_artifacts_as_uid_1001_group_568_on_nfs_slow_and_a_client_
         pod = server_pod(client)
         if pod is None:
             return False, "no pod yet"
-        return kube.ready(
-            pod
-        ), f"phase {pod.status.phase} {pod.status.conditions} {pod.status.container_statuses}"
+        return kube.ready(pod), kube.state(pod)
 
     try:
         timed("MLflow server pod Ready", lambda: api.wait_for("MLflow server Ready", ready, 600))

@@ -104,7 +104,7 @@ def start_web(node: Node) -> str:
 
     def ready() -> tuple[bool, str]:
         found = core.read_namespaced_pod_status("web", NAMESPACE)
-        return kube.ready(found), f"phase {found.status.phase} {found.status.conditions}"
+        return kube.ready(found), kube.state(found)
 
     step("web pod Ready", lambda: api.wait_for("pod web Ready", ready, 300))
     return core.read_namespaced_pod_status("web", NAMESPACE).status.pod_ip

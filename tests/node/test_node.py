@@ -1,17 +1,18 @@
-"""The one-node cluster runs pods: node Ready, CoreDNS resolves a Service's name and kube-proxy's
-iptables rules carry a pod's connection to the Service's cluster IP.
+"""The one-node cluster runs pods: node Ready, its imported images pinned, CoreDNS resolves a
+Service's name and kube-proxy's iptables rules carry a pod's connection to the Service's cluster IP.
 
 Run by `make node-test` (marked `node`, outside `make test`).
 """
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
 from kubernetes.client import CoreV1Api
 
-from mlflow_gitops.node import api, build, config
+from mlflow_gitops.node import api, build, config, images, render_images
 from mlflow_gitops.node.images import image_ref
 from mlflow_gitops.node.node import Node
 from tests.node import kube
@@ -71,6 +72,18 @@ def test_node_registers_ready_with_the_pinned_kubelet(node: Node) -> None:
     assert addresses["InternalIP"] == "10.200.0.1", addresses
 
 
+def test_every_image_on_the_node_is_pinned_so_the_kubelet_never_deletes_it(node: Node) -> None:
+    # Imported, never pulled: a deleted image cannot come back, and under disk pressure the kubelet
+    # deletes every image no container uses unless the runtime reports it pinned.
+    crictl = [str(build.BIN / "crictl"), f"--runtime-endpoint=unix://{node.layout.containerd_socket}"]
+    listed = json.loads(images.run(*node.netns.enter(), *crictl, "images", "-o", "json"))["images"]
+    pinned = {tag: image.get("pinned", False) for image in listed for tag in image.get("repoTags") or []}
+    imported = {image_ref(name) for name in images.IMAGES}
+    imported |= {render_images.reference(name) for name in render_images.IMAGES}
+    assert imported <= pinned.keys(), f"missing: {sorted(imported - pinned.keys())}"
+    assert sorted(tag for tag, is_pinned in pinned.items() if not is_pinned) == []
+
+
 def test_pod_resolves_a_service_name_with_coredns_and_reaches_it_through_its_cluster_ip(node: Node) -> None:
     core = CoreV1Api(node.client)
     timed("namespace's default ServiceAccount", lambda: kube.namespace(node.client, NAMESPACE))
@@ -90,7 +103,7 @@ def test_pod_resolves_a_service_name_with_coredns_and_reaches_it_through_its_clu
 
     def web_ready() -> tuple[bool, str]:
         found = core.read_namespaced_pod_status("web", NAMESPACE)
-        return kube.ready(found), f"phase {found.status.phase} {found.status.conditions}"
+        return kube.ready(found), kube.state(found)
 
     timed("web pod Ready", lambda: api.wait_for("pod web Ready", web_ready, 300))
 
