@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -20,6 +21,29 @@ def test_a_second_node_waits_for_the_lock_and_names_the_holder_when_it_gives_up(
     assert said and f"pid {os.getpid()}" in said[0], said
     first.release()
     assert second.acquire(timeout=1) < 1
-    assert path.read_text().strip() == str(os.getpid())
+    assert json.loads(path.read_text()) == {"pid": os.getpid()}
+    assert second.abandoned is None, "a released lock left a record"
     second.release()
     assert path.read_text() == ""
+
+
+def test_a_killed_holders_record_is_found_by_the_next_start_and_a_clean_release_leaves_none(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "node.lock"
+    killed = host.MachineLock(path)
+    killed.acquire(timeout=1)
+    killed.record(run_dir="/tmp/mlflow-node-killed", netns="mlflow-node-1")
+    os.close(killed._fd)  # the kernel drops the flock of a dead process; its record stays
+    after = host.MachineLock(path)
+    after.acquire(timeout=1)
+    assert after.abandoned == {
+        "pid": os.getpid(),
+        "run_dir": "/tmp/mlflow-node-killed",
+        "netns": "mlflow-node-1",
+    }
+    after.release()
+    clean = host.MachineLock(path)
+    clean.acquire(timeout=1)
+    assert clean.abandoned is None
+    clean.release()

@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import subprocess
 import time
@@ -105,7 +106,7 @@ class Sysctls:
     def record(self) -> None:
         for key in self.keys():
             path = Path("/proc/sys") / key
-            if path.exists():
+            if path.exists() and path.stat().st_mode & 0o222:  # not the read-only ones (counters)
                 self.saved[key] = path.read_text().strip()
 
     def restore(self) -> list[str]:
@@ -129,11 +130,14 @@ class Sysctls:
 
 @dataclass
 class MachineLock:
-    """An exclusive flock on MACHINE_LOCK, holding the holder's pid; released by the kernel when
-    the holding process dies, so a crashed node never blocks the next one."""
+    """An exclusive flock on MACHINE_LOCK, released by the kernel when the holding process dies, so
+    a crashed node never blocks the next one. The file holds the holder's record (JSON: its pid, run
+    directory, what it found before it started) and is emptied by a clean release: a record found
+    on acquiring is a killed run's (`abandoned`), for mlflow_gitops.node.leftovers to clean."""
 
     path: Path = MACHINE_LOCK
     _fd: int | None = None
+    abandoned: dict | None = None
 
     def acquire(self, timeout: float, say=print) -> float:
         """Wait (polling, up to `timeout` s) for the lock; returns the seconds waited."""
@@ -144,7 +148,7 @@ class MachineLock:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
-                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+                holder = self._read(fd).get("pid", "?")
                 if time.monotonic() - started > timeout:
                     os.close(fd)
                     raise TimeoutError(
@@ -156,10 +160,25 @@ class MachineLock:
                     )
                     told = True
                 time.sleep(2)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self.abandoned = self._read(fd) or None
         self._fd = fd
+        self.record()
         return time.monotonic() - started
+
+    @staticmethod
+    def _read(fd: int) -> dict:
+        text = os.pread(fd, 1 << 20, 0).decode(errors="replace").strip()
+        try:
+            found = json.loads(text) if text else {}
+        except ValueError:
+            found = {"pid": text}
+        return found if isinstance(found, dict) else {"pid": text}
+
+    def record(self, **facts) -> None:
+        """Write the holder's record (its pid and `facts`) for a later start to find if it is killed."""
+        assert self._fd is not None, "record() before acquire()"
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, (json.dumps({"pid": os.getpid(), **facts}) + "\n").encode(), 0)
 
     def release(self) -> None:
         if self._fd is not None:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from kubernetes.client import AppsV1Api, CoreV1Api
 
-from mlflow_gitops.node import api, build, config, dns, host, images, processes
+from mlflow_gitops.node import api, build, config, dns, host, images, leftovers, processes
 
 ETCD = build.BIN / "etcd"
 KUBE_APISERVER = build.BIN / "kube-apiserver"
@@ -40,6 +40,7 @@ class Node(processes.Started):
     layout: config.Layout = field(init=False)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    cleaned: list[str] = field(default_factory=list)  # what a killed run had left (leftovers.clean)
     _sysctls: host.Sysctls = field(default_factory=host.Sysctls)
     _iptables_before: str | None = None
     _netns_before: set[str] = field(default_factory=set)
@@ -72,10 +73,15 @@ class Node(processes.Started):
         host.require_free_space(self.run_dir)
         if (waited := self._lock.acquire(self.lock_timeout, self.say)) > 1:
             self.timings["waited for another node"] = waited
+        if self._lock.abandoned:
+            self.cleaned = leftovers.clean(self._lock.abandoned, self.say)
         self._sysctls.record()
         self._iptables_before = host.iptables_rules()
         self._netns_before = host.netns_names()
         self._outside_before = {p for p in host.OUTSIDE_PATHS if p.exists()} | set(host.kubepods_cgroups())
+        self._lock.record(
+            **leftovers.facts(self.run_dir, self.netns.name, self._sysctls.saved, self._outside_before)
+        )
         started = time.monotonic()
         self._step("network namespace", self.netns.create)
         config.write_identities(self.layout)

@@ -40,4 +40,5 @@ def node(request: pytest.FixtureRequest) -> Iterator[Node]:
     node = Node(Path(tempfile.mkdtemp(prefix="mlflow-node-")), log=False)
     request.addfinalizer(lambda: SUMMARY.extend(f"{k}: {v:.1f} s" for k, v in node.timings.items()))
     with node:
+        SUMMARY.extend(f"a killed run had left: {line}" for line in node.cleaned)
         yield node
