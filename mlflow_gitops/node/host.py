@@ -133,11 +133,12 @@ class MachineLock:
     """An exclusive flock on MACHINE_LOCK, released by the kernel when the holding process dies, so
     a crashed node never blocks the next one. The file holds the holder's record (JSON: its pid, run
     directory, what it found before it started) and is emptied by a clean release: a record found
-    on acquiring is a killed run's (`abandoned`), for mlflow_gitops.node.leftovers to clean."""
+    on acquiring is a killed run's (`abandoned`), for mlflow_gitops.node.leftovers to clean; it is
+    kept in the new holder's record until the new holder writes its own, after cleaning."""
 
     path: Path = MACHINE_LOCK
     _fd: int | None = None
-    abandoned: dict | None = None
+    abandoned: list[dict] = field(default_factory=list)
 
     def acquire(self, timeout: float, say=print) -> float:
         """Wait (polling, up to `timeout` s) for the lock; returns the seconds waited."""
@@ -160,9 +161,16 @@ class MachineLock:
                     )
                     told = True
                 time.sleep(2)
-        self.abandoned = self._read(fd) or None
+        found = self._read(fd)
+        # a killed run's record, and those a start killed while cleaning had not cleaned yet
+        self.abandoned = (
+            [*found.pop("abandoned", []), found] if found.get("run_dir") else found.get("abandoned", [])
+        )
         self._fd = fd
-        self.record()
+        if self.abandoned:
+            self.record(abandoned=self.abandoned)
+        else:
+            self.record()
         return time.monotonic() - started
 
     @staticmethod
@@ -180,9 +188,12 @@ class MachineLock:
         os.ftruncate(self._fd, 0)
         os.pwrite(self._fd, (json.dumps({"pid": os.getpid(), **facts}) + "\n").encode(), 0)
 
-    def release(self) -> None:
+    def release(self, keep_record: bool = False) -> None:
+        """Drop the lock; the record is emptied unless `keep_record` (a stop that left something:
+        the next start cleans it)."""
         if self._fd is not None:
-            os.ftruncate(self._fd, 0)
+            if not keep_record:
+                os.ftruncate(self._fd, 0)
             os.close(self._fd)  # closing the last descriptor drops the flock
             self._fd = None
 
@@ -211,20 +222,41 @@ def netns_names() -> set[str]:
     return {p.name for p in NETNS_DIR.iterdir()} if NETNS_DIR.exists() else set()
 
 
+def ancestors() -> set[int]:
+    """This process and its parents (a start that reuses a run directory names it too)."""
+    pid, found = os.getpid(), set()
+    while pid > 1 and pid not in found:
+        found.add(pid)
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            break
+    return found
+
+
+def names_path(arg: str, run: str) -> bool:
+    """Whether a command-line argument is the run directory or a path under it, alone or as an
+    option's value (`--root-dir=<run>/kubelet/root`)."""
+    value = arg.split("=", 1)[1] if arg.startswith("-") and "=" in arg else arg
+    value = value.removeprefix("unix://")  # a socket's address
+    return value == run or value.startswith(run + "/")
+
+
 def processes_under(run_dir: Path) -> list[str]:
-    """The node's processes: a command line naming the run directory (every component and
-    containerd's shims), or a root directory inside it (a container)."""
-    run, found = str(run_dir), []
+    """The node's processes: an argument naming the run directory or a path under it (every
+    component and containerd's shims), or a root directory inside it. Not this process nor its
+    parents."""
+    run, found, mine = str(run_dir), [], ancestors()
     for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+        if not proc.name.isdigit() or int(proc.name) in mine:
             continue
         try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+            args = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
             root = os.readlink(proc / "root")
         except OSError:
             continue
-        if run in cmdline or root.startswith(run + "/"):
-            found.append(f"pid {proc.name}: {cmdline[:160]}")
+        if any(names_path(arg, run) for arg in args) or root.startswith(run + "/"):
+            found.append(f"pid {proc.name}: {' '.join(args).strip()[:160]}")
     return found
 
 
@@ -251,6 +283,17 @@ OUTSIDE_PATHS = (Path("/var/lib/cni"), Path("/var/lib/kubelet"), Path("/run/cont
 def kubepods_cgroups() -> list[Path]:
     """The kubelet's cgroup trees (cgroupfs driver), one per hierarchy."""
     return sorted(Path("/sys/fs/cgroup").glob("*/kubepods"))
+
+
+def cgroup_pids(top: Path) -> set[int]:
+    """Every process in a cgroup tree (a container's, whatever its root: runc pivots into its own)."""
+    pids = set()
+    for procs in top.rglob("cgroup.procs"):
+        try:
+            pids |= {int(pid) for pid in procs.read_text().split()}
+        except OSError:
+            continue
+    return pids
 
 
 def remove_cgroup_tree(top: Path) -> None:

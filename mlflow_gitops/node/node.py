@@ -70,11 +70,11 @@ class Node(processes.Started):
         if missing := build.missing():
             raise RuntimeError(f"the node needs {', '.join(missing)}: run `make node-build`")
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        host.require_free_space(self.run_dir)
         if (waited := self._lock.acquire(self.lock_timeout, self.say)) > 1:
             self.timings["waited for another node"] = waited
-        if self._lock.abandoned:
-            self.cleaned = leftovers.clean(self._lock.abandoned, self.say)
+        for record in self._lock.abandoned:
+            self.cleaned += leftovers.clean(record, self.say)
+        host.require_free_space(self.run_dir)  # after the cleaning: a killed run's state is large
         self._sysctls.record()
         self._iptables_before = host.iptables_rules()
         self._netns_before = host.netns_names()
@@ -261,12 +261,14 @@ class Node(processes.Started):
             self.say(f"crictl rmp: {done.stderr.strip()}")
 
     def stop(self) -> None:
+        stopped = False
         try:
             if (client := self.__dict__.pop("client", None)) is not None:
                 client.close()  # its pooled connections, made in the namespace about to go
             self._stop()
+            stopped = True
         finally:
-            self._lock.release()
+            self._lock.release(keep_record=not stopped)  # what a failed stop left: the next start's
 
     def _stop(self) -> None:
         if self._iptables_before is None:  # start() never touched the machine
