@@ -39,7 +39,12 @@ def test_a_killed_holders_record_is_found_by_the_next_start_and_a_clean_release_
     after = host.MachineLock(path)
     after.acquire(timeout=1)
     assert after.abandoned == [record]
-    after.release()
+    after.release()  # not cleaned: the record stays
+    cleaning = host.MachineLock(path)
+    cleaning.acquire(timeout=1)
+    assert cleaning.abandoned == [record]
+    cleaning.cleaned()
+    cleaning.release()
     clean = host.MachineLock(path)
     clean.acquire(timeout=1)
     assert clean.abandoned == []

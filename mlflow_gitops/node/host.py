@@ -188,11 +188,16 @@ class MachineLock:
         os.ftruncate(self._fd, 0)
         os.pwrite(self._fd, (json.dumps({"pid": os.getpid(), **facts}) + "\n").encode(), 0)
 
+    def cleaned(self) -> None:
+        """The first abandoned record is cleaned: only the others stay in the holder's record."""
+        self.abandoned.pop(0)
+        self.record(abandoned=self.abandoned)
+
     def release(self, keep_record: bool = False) -> None:
-        """Drop the lock; the record is emptied unless `keep_record` (a stop that left something:
-        the next start cleans it)."""
+        """Drop the lock; the record is emptied unless `keep_record` (a stop that failed: the next
+        start cleans what it left) or abandoned records are still uncleaned."""
         if self._fd is not None:
-            if not keep_record:
+            if not keep_record and not self.abandoned:
                 os.ftruncate(self._fd, 0)
             os.close(self._fd)  # closing the last descriptor drops the flock
             self._fd = None

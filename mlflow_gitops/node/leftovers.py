@@ -1,10 +1,11 @@
 """What a killed node left on the machine, removed by the next node's start.
 
-A node stopped by SIGKILL (a CI timeout, an OOM kill) never runs its stop: its containers and their
-shims keep running, its network namespace and mounts stay, the kubelet's cgroup tree and the host
-sysctls stay as it set them, and its etcd and unpacked images hold gigabytes. The machine lock
-(host.MachineLock) keeps the killed run's record, which a clean stop empties; the next start finds
-it and calls `clean`, which undoes each of those from the record, the way Node's stop does.
+A node stopped by SIGKILL (a CI timeout, an OOM kill) never runs its stop: its containers (found
+by their ids in the kubelet's cgroup trees) and their shims keep running, its network namespace and
+mounts stay, the kubelet's cgroup tree and the host sysctls stay as it set them, and its etcd and
+unpacked images hold gigabytes. The machine lock (host.MachineLock) keeps the killed run's record,
+which a clean stop empties; the next start finds it and calls `clean`, which undoes each of those
+from the record, the way Node's stop does.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from mlflow_gitops.node import host
 
 # what a run writes that a stop removes (the logs stay)
 LARGE = ("etcd", "containerd/root", "images")
+TASKS = "containerd/state/io.containerd.runtime.v2.task/k8s.io"  # a directory per container id
 
 
 def facts(run_dir: Path, netns: str, sysctls: dict[str, str], outside_before: set[Path]) -> dict:
@@ -56,15 +58,25 @@ def alive(pid: int) -> bool:
         return False
 
 
-def in_cgroups(tops: list[Path]):
-    """A finder of the processes in the cgroup trees `tops` (containers: their root is their own)."""
+def container_ids(run_dir: Path) -> set[str]:
+    """The ids of the containers and sandboxes the run's containerd started (its task state)."""
+    tasks = run_dir / TASKS
+    return {p.name for p in tasks.iterdir() if p.is_dir()} if tasks.is_dir() else set()
+
+
+def in_containers(run_dir: Path):
+    """A finder of the processes of the run's containers: those in a cgroup named after one of its
+    container ids in the kubelet's trees (the cgroupfs driver's `kubepods/<qos>/pod<uid>/<id>`),
+    whatever their root (runc pivots them into their own). Never this process nor its parents."""
 
     def find() -> list[str]:
-        found: dict[int, Path] = {}  # a process is in every hierarchy's tree: named once
-        for top in tops:
-            for pid in sorted(host.cgroup_pids(top)):
-                found.setdefault(pid, top)
-        return [f"pid {pid}: in {top}" for pid, top in found.items() if alive(pid)]
+        ids, mine, found = container_ids(run_dir), host.ancestors(), {}
+        for top in host.kubepods_cgroups() if ids else []:
+            for cgroup in top.rglob("*"):
+                if cgroup.name in ids and cgroup.is_dir():
+                    for pid in sorted(host.cgroup_pids(cgroup) - mine):
+                        found.setdefault(pid, cgroup)  # a process is in every hierarchy: named once
+        return [f"pid {pid}: in {cgroup}" for pid, cgroup in found.items() if alive(pid)]
 
     return find
 
@@ -77,11 +89,7 @@ def clean(record: dict, say=print) -> list[str]:
         return []  # the holder died before it recorded anything: it had touched nothing
     before = {Path(p) for p in record.get("outside_before", [])}
     done = [f"killed {line}" for line in kill_all(lambda: host.processes_under(run_dir), str(run_dir))]
-    # Every process in the kubelet's trees, even ones that existed before the run: the machine lock
-    # is held, so no other node's kubelet uses them, and the next kubelet would kill them anyway.
-    done += [
-        f"killed {line}" for line in kill_all(in_cgroups(host.kubepods_cgroups()), "the kubelet's cgroups")
-    ]
+    done += [f"killed {line}" for line in kill_all(in_containers(run_dir), f"{run_dir}'s containers")]
     cgroups = sorted(set(host.kubepods_cgroups()) - before)
     mounts = host.mounts_under(str(run_dir))
     host.unmount_under(run_dir)

@@ -16,7 +16,6 @@ import functools
 import http.client
 import os
 import shutil
-import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -72,8 +71,9 @@ class Node(processes.Started):
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if (waited := self._lock.acquire(self.lock_timeout, self.say)) > 1:
             self.timings["waited for another node"] = waited
-        for record in self._lock.abandoned:
-            self.cleaned += leftovers.clean(record, self.say)
+        while self._lock.abandoned:  # a record stays until its run is cleaned
+            self.cleaned += leftovers.clean(self._lock.abandoned[0], self.say)
+            self._lock.cleaned()
         host.require_free_space(self.run_dir)  # after the cleaning: a killed run's state is large
         self._sysctls.record()
         self._iptables_before = host.iptables_rules()
@@ -285,13 +285,11 @@ class Node(processes.Started):
             "etcd",
         ):
             self._terminate(name)
-        for line in host.processes_under(self.run_dir):  # a shim or container left
-            pid = int(line.split()[1].rstrip(":"))
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self.say(f"killed leftover {line}")
+        try:
+            for line in leftovers.kill_all(self.leftover_processes, str(self.run_dir)):
+                self.say(f"killed leftover {line}")  # a shim or a container crictl did not remove
+        except RuntimeError as error:  # the rest of the stop still runs; leftovers() names them
+            self.say(str(error))
         host.unmount_under(self.run_dir)
         self.netns.delete()
         for cgroup in set(host.kubepods_cgroups()) - self._outside_before:
@@ -308,8 +306,13 @@ class Node(processes.Started):
             raise RuntimeError("the node's stop left: " + "; ".join(problems))
         self.say(f"stopped in {self.timings['stop']:.1f} s, nothing left behind")
 
+    def leftover_processes(self) -> list[str]:
+        """Processes naming the run directory, and the run's containers (by id, in the kubelet's
+        cgroups: their root is their own)."""
+        return host.processes_under(self.run_dir) + leftovers.in_containers(self.run_dir)()
+
     def leftovers(self) -> list[str]:
-        problems = host.processes_under(self.run_dir)
+        problems = self.leftover_processes()
         problems += [f"mount {m}" for m in host.mounts_under(str(self.run_dir))]
         problems += [f"network namespace {n}" for n in host.netns_names() - self._netns_before]
         problems += [f"sysctl {s}" for s in self._sysctls.differing()]
