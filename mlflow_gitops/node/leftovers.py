@@ -33,12 +33,12 @@ def facts(run_dir: Path, netns: str, sysctls: dict[str, str], outside_before: se
     }
 
 
-def kill_all(find, what: str, timeout: float = 60) -> list[str]:
-    """SIGKILL what `find()` lists (`pid N: ...` lines) until it lists nothing; returns the lines."""
+def kill_all(find, timeout: float = 60) -> list[str]:
+    """SIGKILL what `find()` lists (`pid N: ...` lines) until it lists nothing or `timeout` s have
+    passed (a process in uninterruptible sleep outlives SIGKILL: the caller's check names it);
+    returns the lines killed."""
     killed, deadline = [], time.monotonic() + timeout
-    while found := find():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"processes of {what} outlived SIGKILL for {timeout:.0f} s: {found}")
+    while (found := find()) and time.monotonic() < deadline:
         for line in found:
             try:
                 os.kill(int(line.split()[1].rstrip(":")), signal.SIGKILL)
@@ -64,42 +64,39 @@ def container_ids(run_dir: Path) -> set[str]:
     return {p.name for p in tasks.iterdir() if p.is_dir()} if tasks.is_dir() else set()
 
 
-def in_containers(run_dir: Path):
-    """A finder of the processes of the run's containers: those in a cgroup named after one of its
-    container ids in the kubelet's trees (the cgroupfs driver's `kubepods/<qos>/pod<uid>/<id>`),
-    whatever their root (runc pivots them into their own). Never this process nor its parents."""
-
-    def find() -> list[str]:
-        ids, mine, found = container_ids(run_dir), host.ancestors(), {}
-        for top in host.kubepods_cgroups() if ids else []:
-            for cgroup in top.rglob("*"):
-                if cgroup.name in ids and cgroup.is_dir():
-                    for pid in sorted(host.cgroup_pids(cgroup) - mine):
-                        found.setdefault(pid, cgroup)  # a process is in every hierarchy: named once
-        return [f"pid {pid}: in {cgroup}" for pid, cgroup in found.items() if alive(pid)]
-
-    return find
+def in_containers(run_dir: Path) -> list[str]:
+    """The processes of the run's containers: those in a cgroup named after one of its container
+    ids in the kubelet's trees (the cgroupfs driver's `kubepods/<qos>/pod<uid>/<id>`), whatever
+    their root (runc pivots them into their own). Never this process nor its parents."""
+    ids, mine, found = container_ids(run_dir), host.ancestors(), {}
+    for top in host.kubepods_cgroups() if ids else []:
+        for cgroup in top.rglob("*"):
+            if cgroup.name in ids and cgroup.is_dir():
+                for pid in sorted(host.cgroup_pids(cgroup) - mine):
+                    found.setdefault(pid, cgroup)  # a process is in every hierarchy: named once
+    return [f"pid {pid}: in {cgroup}" for pid, cgroup in found.items() if alive(pid)]
 
 
-def clean(record: dict, say=print) -> list[str]:
-    """Undo what the run of `record` (a killed holder's, from host.MachineLock) left; returns what
-    was done, each as a line."""
-    run_dir = Path(record.get("run_dir", ""))
-    if not record.get("run_dir") or not run_dir.is_absolute():
-        return []  # the holder died before it recorded anything: it had touched nothing
-    before = {Path(p) for p in record.get("outside_before", [])}
-    done = [f"killed {line}" for line in kill_all(lambda: host.processes_under(run_dir), str(run_dir))]
-    done += [f"killed {line}" for line in kill_all(in_containers(run_dir), f"{run_dir}'s containers")]
-    cgroups = sorted(set(host.kubepods_cgroups()) - before)
+def processes(run_dir: Path) -> list[str]:
+    """The run's processes: those naming its directory, and its containers (by id)."""
+    return host.processes_under(run_dir) + in_containers(run_dir)
+
+
+def undo(run_dir: Path, netns: str, sysctls: dict[str, str], before: set[Path]) -> list[str]:
+    """What a stop does once the components are down, and what `clean` does for a killed run: kill
+    the run's processes, unmount, delete the network namespace, remove the cgroup trees and machine
+    paths that were not there `before`, put the sysctls back, remove the large state (the logs
+    stay). Returns what was done, each as a line."""
+    done = [f"killed {line}" for line in kill_all(lambda: processes(run_dir))]
     mounts = host.mounts_under(str(run_dir))
     host.unmount_under(run_dir)
     left = set(host.mounts_under(str(run_dir)))
     done += [f"unmounted {m}" for m in mounts if m not in left]
-    netns = host.NetworkNamespace(record.get("netns", ""))
-    if netns.name and netns.exists():
-        netns.delete()
-        done.append(f"deleted network namespace {netns.name}")
-    for cgroup in cgroups:
+    namespace = host.NetworkNamespace(netns)
+    if netns and namespace.exists():
+        namespace.delete()
+        done.append(f"deleted network namespace {netns}")
+    for cgroup in sorted(set(host.kubepods_cgroups()) - before):
         host.remove_cgroup_tree(cgroup)
         done.append(f"{'could not remove' if cgroup.exists() else 'removed'} cgroup tree {cgroup}")
     outside = [p for p in host.OUTSIDE_PATHS if p not in before and p.exists()]
@@ -107,7 +104,19 @@ def clean(record: dict, say=print) -> list[str]:
     for path in outside + large:
         shutil.rmtree(path, ignore_errors=True)
         done.append(f"{'could not remove' if path.exists() else 'removed'} {path}")
-    done += [f"sysctl {line}" for line in host.Sysctls(record.get("sysctls", {})).restore()]
+    return done + [f"sysctl {line}" for line in host.Sysctls(sysctls).restore()]
+
+
+def clean(record: dict, say=print) -> list[str]:
+    """Undo what the run of `record` (a killed holder's, from host.MachineLock) left; returns what
+    was done, each as a line. RuntimeError when a process of the run outlived SIGKILL."""
+    run_dir = Path(record.get("run_dir", ""))
+    if not record.get("run_dir") or not run_dir.is_absolute():
+        return []  # the holder died before it recorded anything: it had touched nothing
+    before = {Path(p) for p in record.get("outside_before", [])}
+    done = undo(run_dir, record.get("netns", ""), record.get("sysctls", {}), before)
     for line in done:
         say(f"a killed run (pid {record.get('pid', '?')}) left: {line}")
+    if survivors := processes(run_dir):
+        raise RuntimeError(f"processes of the killed run in {run_dir} outlived SIGKILL: {survivors}")
     return done

@@ -15,7 +15,6 @@ from __future__ import annotations
 import functools
 import http.client
 import os
-import shutil
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -285,34 +284,15 @@ class Node(processes.Started):
             "etcd",
         ):
             self._terminate(name)
-        try:
-            for line in leftovers.kill_all(self.leftover_processes, str(self.run_dir)):
-                self.say(f"killed leftover {line}")  # a shim or a container crictl did not remove
-        except RuntimeError as error:  # the rest of the stop still runs; leftovers() names them
-            self.say(str(error))
-        host.unmount_under(self.run_dir)
-        self.netns.delete()
-        for cgroup in set(host.kubepods_cgroups()) - self._outside_before:
-            host.remove_cgroup_tree(cgroup)
-        for path in set(host.OUTSIDE_PATHS) - self._outside_before:
-            shutil.rmtree(path, ignore_errors=True)
-        restored = self._sysctls.restore()
-        if restored:
-            self.say(f"sysctls put back: {'; '.join(restored)}")
-        for path in (self.run_dir / "etcd", self.run_dir / "containerd" / "root", self.run_dir / "images"):
-            shutil.rmtree(path, ignore_errors=True)  # large; the logs stay
+        for line in leftovers.undo(self.run_dir, self.netns.name, self._sysctls.saved, self._outside_before):
+            self.say(line)
         self.timings["stop"] = time.monotonic() - started
         if problems := self.leftovers():
             raise RuntimeError("the node's stop left: " + "; ".join(problems))
         self.say(f"stopped in {self.timings['stop']:.1f} s, nothing left behind")
 
-    def leftover_processes(self) -> list[str]:
-        """Processes naming the run directory, and the run's containers (by id, in the kubelet's
-        cgroups: their root is their own)."""
-        return host.processes_under(self.run_dir) + leftovers.in_containers(self.run_dir)()
-
     def leftovers(self) -> list[str]:
-        problems = self.leftover_processes()
+        problems = leftovers.processes(self.run_dir)
         problems += [f"mount {m}" for m in host.mounts_under(str(self.run_dir))]
         problems += [f"network namespace {n}" for n in host.netns_names() - self._netns_before]
         problems += [f"sysctl {s}" for s in self._sysctls.differing()]
